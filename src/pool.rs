@@ -1,0 +1,391 @@
+//! The pool: a deadpool pool of tokio-postgres clients with timeouts on by default, a recycle
+//! check that drops closed connections, and [`Options`] for what a URL cannot say.
+
+use crate::config::{ConnectionString, Password};
+use crate::connect::{ConnectionInfo, Connector};
+use crate::error::{Error, ErrorKind, Step};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType};
+use deadpool_postgres::ClientWrapper;
+use rustls::pki_types::CertificateDer;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The default number of connections in a pool (the same as sqlx and node-postgres).
+pub const DEFAULT_POOL_SIZE: usize = 10;
+/// How long [`Pool::get`] waits for a free connection by default.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the recycle check of an idle connection may take by default.
+pub const DEFAULT_RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pooled client: derefs to [`deadpool_postgres::ClientWrapper`] and so to
+/// [`tokio_postgres::Client`]; goes back to the pool when dropped.
+pub type Client = managed::Object<Manager>;
+
+/// Settings for a pool, starting from a connection string.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), neon_connect::Error> {
+/// use std::time::Duration;
+/// let pool = neon_connect::Options::new("postgresql://app@db.example.com/app")?
+///     .pool_size(20)
+///     .wait_timeout(Duration::from_secs(5))
+///     .application_name("billing")
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Options {
+    cs: ConnectionString,
+    pool_size: usize,
+    wait_timeout: Duration,
+    recycle_timeout: Duration,
+    roots: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("connection_string", &self.cs)
+            .field("pool_size", &self.pool_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("recycle_timeout", &self.recycle_timeout)
+            .field("root_certificates", &self.roots.as_ref().map(|r| r.len()))
+            .finish()
+    }
+}
+
+impl Options {
+    /// Parses `url` (URL or `key=value` form) and fills what it leaves out from the `PG*`
+    /// environment variables, as libpq does.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ConnectionString`] for a malformed string or environment variable.
+    pub fn new(url: &str) -> Result<Options, Error> {
+        let cs = ConnectionString::parse_with_env(url, |k| std::env::var(k).ok())?;
+        Ok(Options::from_connection_string(cs))
+    }
+
+    /// Starts from an already parsed connection string (no environment is read).
+    pub fn from_connection_string(cs: ConnectionString) -> Options {
+        Options {
+            cs,
+            pool_size: DEFAULT_POOL_SIZE,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            recycle_timeout: DEFAULT_RECYCLE_TIMEOUT,
+            roots: None,
+        }
+    }
+
+    /// The connection string these options start from.
+    pub fn connection_string(&self) -> &ConnectionString {
+        &self.cs
+    }
+
+    /// The maximum number of connections (default [`DEFAULT_POOL_SIZE`]; at least 1).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How long [`Pool::get`] waits for a free connection (default [`DEFAULT_WAIT_TIMEOUT`]).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// How long the check of an idle connection may take before it is replaced
+    /// (default [`DEFAULT_RECYCLE_TIMEOUT`]).
+    pub fn recycle_timeout(mut self, timeout: Duration) -> Self {
+        self.recycle_timeout = timeout;
+        self
+    }
+
+    /// The deadline for each host's whole handshake (TCP, TLS, authentication, startup);
+    /// overrides `connect_timeout` (default [`crate::DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.cs.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The `application_name` the server shows for these connections.
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.cs.application_name = Some(name.into());
+        self
+    }
+
+    /// The password, when it does not come from the connection string or `PGPASSWORD`.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.cs.password = Some(Password::new(password));
+        self
+    }
+
+    /// Trust these root certificates (DER) instead of `sslrootcert` or the system store.
+    pub fn root_certificates(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
+        self.roots = Some(Arc::new(roots));
+        self
+    }
+
+    /// Trust the root certificates in this PEM text instead of `sslrootcert` or the system store.
+    ///
+    /// # Errors
+    /// [`ErrorKind::RootCertificates`] when the text holds no valid PEM certificate.
+    pub fn root_certificates_pem(self, pem: &[u8]) -> Result<Self, Error> {
+        let certs = rustls_pemfile::certs(&mut &pem[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::RootCertificates,
+                    "the root certificates given in code are not valid PEM",
+                )
+                .with_step(Step::Config)
+                .with_source(e)
+            })?;
+        if certs.is_empty() {
+            return Err(Error::new(
+                ErrorKind::RootCertificates,
+                "the root certificates given in code hold no `-----BEGIN CERTIFICATE-----` block",
+            )
+            .with_step(Step::Config)
+            .with_help("pass the PEM text of your CA certificate"));
+        }
+        Ok(self.root_certificates(certs))
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.pool_size == 0 {
+            return Err(Error::config("the pool size must be at least 1")
+                .with_help("call `pool_size(n)` with n >= 1"));
+        }
+        Ok(())
+    }
+
+    /// Builds the connector (policy, root store, rustls configuration) off the async runtime's
+    /// worker threads: it may read certificate files the first time.
+    async fn connector(&self) -> Result<Arc<Connector>, Error> {
+        self.validate()?;
+        let cs = self.cs.clone();
+        let roots = self.roots.clone();
+        let build = move || Connector::new(cs, roots.as_ref()).map(Arc::new);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.spawn_blocking(build).await.map_err(|e| {
+                Error::new(
+                    ErrorKind::RootCertificates,
+                    "loading the TLS settings failed",
+                )
+                .with_source(e)
+            })?,
+            Err(_) => build(),
+        }
+    }
+
+    /// Opens and checks the first connection, then returns the pool holding it: a wrong
+    /// password, certificate or host fails here, not at the first request.
+    ///
+    /// # Errors
+    /// Any [`ErrorKind`]: the error says which step failed and what to change.
+    pub async fn connect(self) -> Result<Pool, Error> {
+        let connector = self.connector().await?;
+        let manager = Manager {
+            connector: connector.clone(),
+        };
+        let inner = managed::Pool::builder(manager)
+            .max_size(self.pool_size)
+            .wait_timeout(Some(self.wait_timeout))
+            // Creation is bounded by the connector's own per-host deadline.
+            .create_timeout(None)
+            .recycle_timeout(Some(self.recycle_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Pool, "could not build the pool").with_source(e))?;
+        let pool = Pool {
+            inner,
+            first: Arc::new(std::sync::OnceLock::new()),
+        };
+        let client = pool.get().await?;
+        client.simple_query("").await.map_err(|e| {
+            Error::new(
+                ErrorKind::Server,
+                "the first connection failed its check query",
+            )
+            .with_step(Step::Startup)
+            .with_source(e)
+        })?;
+        let info = client.info.clone();
+        let _ = pool.first.set(info);
+        drop(client);
+        Ok(pool)
+    }
+
+    /// Opens one connection without a pool (for tools and migrations). Spawn the returned
+    /// connection future (or poll it) to drive the client.
+    ///
+    /// # Errors
+    /// Any [`ErrorKind`]: the error says which step failed and what to change.
+    pub async fn connect_one(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                crate::tls::TlsStream<tokio_postgres::Socket>,
+            >,
+            ConnectionInfo,
+        ),
+        Error,
+    > {
+        let connector = self.connector().await?;
+        connector.connect().await
+    }
+}
+
+/// The deadpool manager: opens connections with the crate's policy and drops closed ones.
+pub struct Manager {
+    connector: Arc<Connector>,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("connection_string", &self.connector.cs)
+            .finish()
+    }
+}
+
+/// A pooled connection: the deadpool-postgres client wrapper plus what it negotiated.
+pub struct PooledConnection {
+    client: ClientWrapper,
+    /// What this connection negotiated.
+    pub info: ConnectionInfo,
+}
+
+impl fmt::Debug for PooledConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for PooledConnection {
+    type Target = ClientWrapper;
+    fn deref(&self) -> &ClientWrapper {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut ClientWrapper {
+        &mut self.client
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = PooledConnection;
+    type Error = Error;
+
+    async fn create(&self) -> Result<PooledConnection, Error> {
+        let (client, connection, info) = self.connector.connect().await?;
+        let host = info.host.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(target: "neon_connect", host = %host, "connection ended: {e}");
+            }
+        });
+        Ok(PooledConnection {
+            client: ClientWrapper::new(client, task),
+            info,
+        })
+    }
+
+    async fn recycle(&self, conn: &mut PooledConnection, _: &Metrics) -> RecycleResult<Error> {
+        if conn.is_closed() {
+            return Err(RecycleError::message("the server closed the connection"));
+        }
+        Ok(())
+    }
+}
+
+/// A pool of verified connections. Cheap to clone; clones share the connections.
+#[derive(Clone)]
+pub struct Pool {
+    inner: managed::Pool<Manager>,
+    first: Arc<std::sync::OnceLock<ConnectionInfo>>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("manager", self.inner.manager())
+            .field("status", &self.inner.status())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A connection from the pool, opening one if none is idle and the pool is not full.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Pool`] when none frees up within the wait timeout (the message says how
+    /// many are in use), or the connection error when a new one cannot be opened.
+    pub async fn get(&self) -> Result<Client, Error> {
+        self.inner.get().await.map_err(|e| self.pool_error(e))
+    }
+
+    fn pool_error(&self, e: managed::PoolError<Error>) -> Error {
+        let status = self.inner.status();
+        match e {
+            managed::PoolError::Backend(e) => e,
+            managed::PoolError::Timeout(kind) => {
+                let what = match kind {
+                    TimeoutType::Wait => "waiting for a free connection",
+                    TimeoutType::Create => "opening a new connection",
+                    TimeoutType::Recycle => "checking an idle connection",
+                };
+                let waited = self.inner.timeouts().wait.unwrap_or_default();
+                Error::new(
+                    ErrorKind::Pool,
+                    format!(
+                        "timed out after {:.1}s {what}: all {} connections of the pool are in use ({} waiting)",
+                        waited.as_secs_f64(),
+                        status.size,
+                        status.waiting
+                    ),
+                )
+                .with_step(Step::Pool)
+                .with_help(
+                    "return connections sooner (drop clients after each request and avoid holding them across \
+                     slow work), raise `pool_size`, or raise `wait_timeout`",
+                )
+                .retryable(true)
+            }
+            managed::PoolError::Closed => Error::new(ErrorKind::Pool, "the pool is closed")
+                .with_step(Step::Pool)
+                .with_help("create a new pool; `close()` was called on this one"),
+            other => Error::new(ErrorKind::Pool, format!("the pool failed: {other}"))
+                .with_step(Step::Pool),
+        }
+    }
+
+    /// What the first connection negotiated (host, TLS version, cipher, verification).
+    pub fn info(&self) -> Option<&ConnectionInfo> {
+        self.first.get()
+    }
+
+    /// Size, idle and waiting counts, for health endpoints.
+    pub fn status(&self) -> deadpool::Status {
+        self.inner.status()
+    }
+
+    /// Closes the pool: idle connections are dropped and `get` fails from now on.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// The underlying deadpool pool.
+    pub fn deadpool(&self) -> &managed::Pool<Manager> {
+        &self.inner
+    }
+}
