@@ -1,0 +1,410 @@
+//! Every row of the TLS policy table, against real PostgreSQL servers with real certificates.
+//! The "system" root store is the test CA, given through `SSL_CERT_FILE`.
+
+use neon_connect::testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
+use neon_connect::{ConnectionString, ErrorKind, Options, Verification};
+use std::sync::OnceLock;
+
+fn setup() -> &'static PgServer {
+    trust_test_ca_as_system_store().expect("test CA bundle");
+    PgServer::shared()
+}
+
+fn server(kind: CertKind) -> &'static PgServer {
+    static SERVERS: OnceLock<std::sync::Mutex<Vec<(CertKind, &'static PgServer)>>> =
+        OnceLock::new();
+    trust_test_ca_as_system_store().expect("test CA bundle");
+    let servers = SERVERS.get_or_init(Default::default);
+    let mut servers = servers.lock().unwrap();
+    if let Some((_, s)) = servers.iter().find(|(k, _)| *k == kind) {
+        return s;
+    }
+    let s: &'static PgServer = Box::leak(Box::new(
+        PgServer::start(ServerOptions {
+            cert: kind,
+            ..ServerOptions::default()
+        })
+        .expect("start server"),
+    ));
+    servers.push((kind, s));
+    s
+}
+
+fn no_tls_server() -> &'static PgServer {
+    static S: OnceLock<PgServer> = OnceLock::new();
+    S.get_or_init(|| {
+        PgServer::start(ServerOptions {
+            tls: false,
+            ..ServerOptions::default()
+        })
+        .expect("start plain server")
+    })
+}
+
+fn url(s: &PgServer, query: &str) -> String {
+    if query.is_empty() {
+        s.url()
+    } else {
+        format!("{}?{query}", s.url())
+    }
+}
+
+async fn connect(url: &str) -> Result<neon_connect::Pool, neon_connect::Error> {
+    Options::from_connection_string(ConnectionString::parse(url)?)
+        .pool_size(2)
+        .connect()
+        .await
+}
+
+async fn select_one(pool: &neon_connect::Pool) -> i32 {
+    let client = pool.get().await.expect("get");
+    client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("query")
+        .get(0)
+}
+
+#[tokio::test]
+async fn no_sslmode_is_verify_full_against_the_system_store() {
+    let s = setup();
+    let pool = connect(&url(s, "")).await.expect("connect");
+    assert_eq!(select_one(&pool).await, 1);
+    let tls = pool.info().unwrap().tls.as_ref().expect("tls");
+    assert_eq!(tls.verification, Verification::Full);
+    assert!(tls.roots.contains("system root store"), "{}", tls.roots);
+    assert!(tls.roots.contains("SSL_CERT_FILE"), "{}", tls.roots);
+    assert_eq!(tls.protocol, "TLSv1.3");
+}
+
+#[tokio::test]
+async fn no_sslmode_refuses_a_server_whose_ca_is_not_in_the_system_store() {
+    let s = server(CertKind::UntrustedCa);
+    let err = connect(&url(s, "")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+    assert!(
+        err.to_string()
+            .contains("not issued by a trusted authority"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sslrootcert="), "{err}");
+}
+
+#[tokio::test]
+async fn sslrootcert_file_replaces_the_system_store() {
+    let s = setup();
+    let ca = s.ca_file().display().to_string();
+    let pool = connect(&url(s, &format!("sslrootcert={ca}")))
+        .await
+        .expect("connect");
+    let tls = pool.info().unwrap().tls.clone().unwrap();
+    assert_eq!(tls.verification, Verification::Full);
+    assert!(tls.roots.contains(&ca), "{}", tls.roots);
+
+    // A root file that does not hold the server's CA is not topped up from the system store.
+    let other = server(CertKind::UntrustedCa);
+    let err = connect(&url(other, &format!("sslrootcert={ca}")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+    assert!(
+        err.to_string().contains(&ca),
+        "names the file it checked against: {err}"
+    );
+}
+
+#[tokio::test]
+async fn pgsslrootcert_from_the_environment_is_used() {
+    let s = setup();
+    let ca = s.ca_file().display().to_string();
+    let env = |k: &str| (k == "PGSSLROOTCERT").then(|| ca.clone());
+    let cs = ConnectionString::parse_with_env(&s.url(), env).unwrap();
+    let pool = Options::from_connection_string(cs)
+        .connect()
+        .await
+        .expect("connect");
+    assert!(pool
+        .info()
+        .unwrap()
+        .tls
+        .as_ref()
+        .unwrap()
+        .roots
+        .contains(&ca));
+}
+
+#[tokio::test]
+async fn sslrootcert_system_is_verify_full_and_refuses_weaker_modes() {
+    let s = setup();
+    let pool = connect(&url(s, "sslrootcert=system"))
+        .await
+        .expect("connect");
+    assert_eq!(
+        pool.info().unwrap().tls.as_ref().unwrap().verification,
+        Verification::Full
+    );
+    for mode in ["require", "verify-ca", "prefer", "allow"] {
+        let err = connect(&url(s, &format!("sslrootcert=system&sslmode={mode}")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TlsPolicy);
+        assert_eq!(
+            err.message(),
+            format!("weak sslmode \"{mode}\" may not be used with sslrootcert=system (use \"verify-full\")")
+        );
+    }
+    connect(&url(s, "sslrootcert=system&sslmode=verify-full"))
+        .await
+        .expect("verify-full");
+}
+
+#[tokio::test]
+async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
+    let s = server(CertKind::WrongHost);
+    let ca = s.ca_file().display().to_string();
+    let err = connect(&url(s, "sslmode=verify-full")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+    assert!(
+        err.to_string()
+            .contains("not valid for the name \"localhost\""),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("wrong.example.com"),
+        "names what the certificate holds: {err}"
+    );
+
+    let pool = connect(&url(s, &format!("sslmode=verify-ca&sslrootcert={ca}")))
+        .await
+        .expect("verify-ca ignores the name");
+    assert_eq!(
+        pool.info().unwrap().tls.as_ref().unwrap().verification,
+        Verification::Chain
+    );
+    assert_eq!(select_one(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn verify_ca_checks_the_chain() {
+    let s = server(CertKind::UntrustedCa);
+    let ca = s.ca_file().display().to_string();
+    let err = connect(&url(s, &format!("sslmode=verify-ca&sslrootcert={ca}")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+}
+
+#[tokio::test]
+async fn verify_ca_needs_a_root_file() {
+    let s = setup();
+    let err = connect(&url(s, "sslmode=verify-ca")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TlsPolicy);
+    assert!(err.help().unwrap().contains("sslrootcert"));
+}
+
+#[tokio::test]
+async fn require_without_roots_encrypts_but_does_not_verify() {
+    let s = server(CertKind::UntrustedCa);
+    let pool = connect(&url(s, "sslmode=require"))
+        .await
+        .expect("require connects");
+    let tls = pool.info().unwrap().tls.clone().expect("encrypted");
+    assert_eq!(tls.verification, Verification::None);
+    assert_eq!(select_one(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn require_with_a_root_file_verifies_like_verify_ca() {
+    let trusted = setup();
+    let ca = trusted.ca_file().display().to_string();
+    let untrusted = server(CertKind::UntrustedCa);
+    let err = connect(&url(
+        untrusted,
+        &format!("sslmode=require&sslrootcert={ca}"),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+
+    let wrong_host = server(CertKind::WrongHost);
+    let pool = connect(&url(
+        wrong_host,
+        &format!("sslmode=require&sslrootcert={ca}"),
+    ))
+    .await
+    .expect("chain only");
+    assert_eq!(
+        pool.info().unwrap().tls.as_ref().unwrap().verification,
+        Verification::Chain
+    );
+}
+
+#[tokio::test]
+async fn prefer_and_allow_are_treated_as_require() {
+    let s = server(CertKind::UntrustedCa);
+    for mode in ["prefer", "allow"] {
+        let pool = connect(&url(s, &format!("sslmode={mode}")))
+            .await
+            .expect(mode);
+        assert!(pool.info().unwrap().tls.is_some(), "{mode} is encrypted");
+        assert_eq!(select_one(&pool).await, 1);
+    }
+    // ... and never fall back to plaintext.
+    let plain = no_tls_server();
+    for mode in ["prefer", "allow"] {
+        let err = connect(&url(plain, &format!("sslmode={mode}")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TlsRefused, "{mode}: {err:#}");
+    }
+}
+
+#[tokio::test]
+async fn disable_is_refused_with_the_fix() {
+    let s = no_tls_server();
+    let err = connect(&url(s, "sslmode=disable")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TlsPolicy);
+    let text = err.to_string();
+    assert!(text.contains("`sslmode=disable` is refused"), "{text}");
+    assert!(text.contains("help: remove `sslmode=disable`"), "{text}");
+}
+
+#[tokio::test]
+async fn a_server_without_tls_is_refused_in_every_mode() {
+    let s = no_tls_server();
+    for query in [
+        "",
+        "sslmode=require",
+        "sslmode=verify-full",
+        "sslmode=verify-ca&sslrootcert=system",
+    ] {
+        let query = query.replace(
+            "sslrootcert=system",
+            &format!("sslrootcert={}", s.ca_file().display()),
+        );
+        let err = connect(&url(s, &query)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TlsRefused, "{query}: {err:#}");
+        assert!(err.to_string().contains("does not support TLS"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn unix_socket_hosts_skip_tls_as_in_libpq() {
+    let s = setup();
+    let kv = format!(
+        "host={} port={} user={} password={} dbname={}",
+        s.socket_dir().display(),
+        s.port(),
+        s.user(),
+        s.password(),
+        s.dbname()
+    );
+    let pool = connect(&kv).await.expect("unix socket");
+    assert!(pool.info().unwrap().tls.is_none());
+    assert_eq!(select_one(&pool).await, 1);
+    // sslmode=disable is harmless there.
+    connect(&format!("{kv} sslmode=disable"))
+        .await
+        .expect("disable over a socket");
+}
+
+#[tokio::test]
+async fn channel_binding_require_works_against_scram() {
+    let s = setup();
+    let pool = connect(&url(s, "channel_binding=require"))
+        .await
+        .expect("channel binding");
+    let info = pool.info().unwrap();
+    assert!(info.channel_binding_required);
+    assert_eq!(
+        info.tls.as_ref().unwrap().channel_binding_digest,
+        Some("SHA-256")
+    );
+    assert_eq!(select_one(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn neon_style_url_with_verify_full_and_channel_binding() {
+    // The three parameters plain tokio-postgres rejects, together.
+    let s = setup();
+    let u = url(
+        s,
+        &format!(
+            "sslmode=verify-full&sslrootcert={}&channel_binding=require",
+            s.ca_file().display()
+        ),
+    );
+    assert!(u.parse::<neon_connect::tokio_postgres::Config>().is_err());
+    let pool = neon_connect::neon_connect(&u).await.expect("connect");
+    assert_eq!(select_one(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn expired_certificate_is_refused_with_dates() {
+    let s = server(CertKind::Expired);
+    let err = connect(&url(s, "")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+    assert!(err.to_string().contains("has expired"), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_password_fails_at_startup_without_echoing_it() {
+    let s = setup();
+    let u = format!(
+        "postgresql://{}:npg_WrongPassw0rd@localhost:{}/{}",
+        s.user(),
+        s.port(),
+        s.dbname()
+    );
+    let err = connect(&u).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:#}");
+    let all = format!("{err} {err:#} {err:?}");
+    assert!(!all.contains("npg_WrongPassw0rd"), "{all}");
+    assert!(
+        err.to_string()
+            .contains("password authentication failed for user \"neon\""),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_serves_concurrent_tasks_within_its_size() {
+    let s = setup();
+    let pool = Options::new(&s.url())
+        .unwrap()
+        .pool_size(4)
+        .connect()
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = pool.get().await?;
+            let row = client.query_one("SELECT $1::int + 1", &[&i]).await.unwrap();
+            Ok::<i32, neon_connect::Error>(row.get(0))
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap(), i as i32 + 1);
+    }
+    let status = pool.status();
+    assert!(status.size <= 4, "{status:?}");
+    assert_eq!(status.max_size, 4);
+}
+
+#[tokio::test]
+async fn no_password_in_debug_of_options_pool_or_connection_string() {
+    let s = setup();
+    let opts = Options::new(&s.url()).unwrap();
+    let pool = opts.clone().connect().await.unwrap();
+    let texts = [
+        format!("{opts:?}"),
+        format!("{pool:?}"),
+        format!("{:?}", opts.connection_string()),
+        opts.connection_string().to_string(),
+    ];
+    for t in texts {
+        assert!(!t.contains(s.password()), "{t}");
+    }
+}
