@@ -58,6 +58,9 @@
 //! started it to end, however it ends, then stops the server and deletes its directory.
 //! Servers therefore disappear within about a second of the test process exiting.
 
+pub mod hostile;
+pub mod neon;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;

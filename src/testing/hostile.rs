@@ -1,0 +1,1 @@
+//! Scripted hostile peers (see issue 4). Placeholder.

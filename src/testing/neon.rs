@@ -1,0 +1,1 @@
+//! A scripted stand-in for Neon's proxy (see issue 3). Placeholder.
