@@ -10,10 +10,33 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Connection, Socket};
+use tracing::Instrument;
 
 /// The deadline for one host's whole handshake (TCP, TLS, authentication, startup) when
 /// `connect_timeout` is not set: long enough for a Neon compute to wake from scale-to-zero.
+/// It is also the budget for retries: see [`DEFAULT_CONNECT_ATTEMPTS`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How many times opening one connection is tried by default (the first try included).
+///
+/// Only failures that trying again can fix are retried: connection refused or reset (a server
+/// starting or restarting), 57P03 (starting up), 53300 (too many connections), Neon's
+/// "Couldn't connect to compute node" and rate-limit answers (see
+/// [`Error::is_retryable`](crate::Error::is_retryable)). A wrong password, certificate, host
+/// name, connection string or TLS policy fails at once.
+///
+/// Retries back off exponentially with full jitter (a random wait between zero and
+/// 200 ms × 2ⁿ, at most 3 s) and stop when the attempts are used up or the next one could not
+/// start within the budget: `connect_timeout` (default [`DEFAULT_CONNECT_TIMEOUT`]) counted
+/// from the first attempt. The first attempt gives every host its full `connect_timeout`, as
+/// libpq does; later ones only what is left of the budget. Each attempt is logged by `tracing`
+/// (target `neon_connect`), and [`ConnectionInfo::attempts`] says how many were used.
+pub const DEFAULT_CONNECT_ATTEMPTS: u32 = 10;
+
+/// The first backoff's upper bound (Neon's proxy uses the same base for its own retries).
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// The largest backoff between two attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(3);
 
 /// What one connection negotiated.
 #[derive(Debug, Clone)]
@@ -26,8 +49,11 @@ pub struct ConnectionInfo {
     pub tls: Option<TlsInfo>,
     /// Whether `channel_binding=require` was in force (login then proves the binding was used).
     pub channel_binding_required: bool,
-    /// How long the connection took to open.
+    /// How long the connection took to open, retries included.
     pub elapsed: Duration,
+    /// How many attempts opening it took: 1 when the first one succeeded (see
+    /// [`DEFAULT_CONNECT_ATTEMPTS`]).
+    pub attempts: u32,
 }
 
 /// A connection and what it negotiated.
@@ -43,6 +69,8 @@ pub(crate) struct Connector {
     pub(crate) policy: Arc<TlsPolicy>,
     pub(crate) tls_config: Arc<ClientConfig>,
     pub(crate) timeout: Duration,
+    /// At most this many attempts per connection (at least 1).
+    pub(crate) max_attempts: u32,
 }
 
 impl Connector {
@@ -65,12 +93,62 @@ impl Connector {
             policy: Arc::new(policy),
             tls_config,
             timeout,
+            max_attempts: DEFAULT_CONNECT_ATTEMPTS,
         })
     }
 
-    /// Opens one connection, trying each host in order; when all fail, the error lists each
-    /// host's failure.
+    /// Opens one connection: tries each host in order, and when that fails with an error a
+    /// retry can fix, tries again after a jittered backoff within the budget (see
+    /// [`DEFAULT_CONNECT_ATTEMPTS`]). The error is the last attempt's; when all hosts failed,
+    /// it lists each host's failure.
     pub(crate) async fn connect(&self) -> Result<Connected, Error> {
+        let started = Instant::now();
+        let budget = self.timeout;
+        let max_attempts = self.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let left = budget.saturating_sub(started.elapsed());
+            // The first attempt gives each host its full deadline (libpq's meaning of
+            // `connect_timeout`); retries get what is left of the budget.
+            let deadline = if attempt == 1 { self.timeout } else { left };
+            let failures = match self.connect_once(attempt, deadline).await {
+                Ok(mut c) => {
+                    c.2.attempts = attempt;
+                    c.2.elapsed = started.elapsed();
+                    return Ok(c);
+                }
+                Err(failures) => failures,
+            };
+            let kind = failures.last().map_or(ErrorKind::Network, Error::kind);
+            let retry = failures.iter().any(Error::is_retryable)
+                && !failures.iter().any(|e| settles_it(e.kind()));
+            let delay = backoff(attempt);
+            let left = budget.saturating_sub(started.elapsed());
+            if !retry || attempt >= max_attempts || delay >= left {
+                let why = if !retry {
+                    "not retryable"
+                } else if attempt >= max_attempts {
+                    "no attempts left"
+                } else {
+                    "deadline reached"
+                };
+                if attempt > 1 || retry {
+                    tracing::info!(target: "neon_connect", attempt, kind = %kind, elapsed_ms = started.elapsed().as_millis() as u64, "connection attempt {attempt} failed ({kind}); giving up: {why}");
+                }
+                return Err(self.final_error(failures, attempt, started.elapsed()));
+            }
+            tracing::info!(target: "neon_connect", attempt, kind = %kind, delay_ms = delay.as_millis() as u64, "connection attempt {attempt} failed ({kind}); retrying in {} ms", delay.as_millis());
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt over every host, in order (or shuffled with `load_balance_hosts=random`).
+    async fn connect_once(
+        &self,
+        attempt: u32,
+        deadline: Duration,
+    ) -> Result<Connected, Vec<Error>> {
         let count = self.cs.hosts.len().max(self.cs.hostaddrs.len());
         let mut order: Vec<usize> = (0..count).collect();
         if self.cs.load_balance_hosts_random == Some(true) {
@@ -78,58 +156,116 @@ impl Connector {
         }
         let mut failures = Vec::new();
         for i in order {
-            match self.connect_host(i).await {
-                Ok(c) => return Ok(c),
+            let span = tracing::debug_span!(
+                target: "neon_connect",
+                "connect",
+                attempt,
+                host = tracing::field::Empty,
+                addr = tracing::field::Empty,
+                sslmode = ?self.cs.sslmode,
+                verification = %self.policy.verification,
+                negotiation = if self.policy.direct { "direct" } else { "postgres" },
+            );
+            let began = Instant::now();
+            match self
+                .connect_host(i, deadline)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(c) => {
+                    tracing::debug!(target: "neon_connect", parent: &span, outcome = "connected", elapsed_ms = began.elapsed().as_millis() as u64, "connected to {}", c.2.host);
+                    return Ok(c);
+                }
                 Err(e) => {
-                    tracing::debug!(target: "neon_connect", host = e.host().unwrap_or(""), kind = %e.kind(), "connection attempt failed: {}", e.message());
-                    // Settings errors are the same for every host: stop at once.
-                    if matches!(
+                    tracing::debug!(target: "neon_connect", parent: &span, outcome = "failed", host = e.host().unwrap_or(""), kind = %e.kind(), step = e.step().map_or("", Step::as_str), retryable = e.is_retryable(), elapsed_ms = began.elapsed().as_millis() as u64, "connection attempt failed: {}", e.message());
+                    let stop = matches!(
                         e.kind(),
                         ErrorKind::ConnectionString
                             | ErrorKind::TlsPolicy
                             | ErrorKind::RootCertificates
-                    ) {
-                        return Err(e);
-                    }
+                    );
                     failures.push(e);
+                    // Settings errors are the same for every host: stop at once.
+                    if stop {
+                        break;
+                    }
                 }
             }
         }
+        Err(failures)
+    }
+
+    /// The error to return after the last attempt: the failure itself (its message says how
+    /// many attempts were made when there was more than one), or a summary listing each host's.
+    fn final_error(&self, mut failures: Vec<Error>, attempts: u32, elapsed: Duration) -> Error {
+        let tried = if attempts > 1 {
+            format!(
+                " (after {attempts} attempts in {:.1}s)",
+                elapsed.as_secs_f64()
+            )
+        } else {
+            String::new()
+        };
         if failures.len() == 1 {
-            return Err(failures.remove(0));
+            let e = failures.remove(0);
+            if attempts == 1 {
+                return e;
+            }
+            let mut out =
+                Error::new(e.kind(), format!("{}{tried}", e.message())).retryable(e.is_retryable());
+            if let Some(step) = e.step() {
+                out = out.with_step(step);
+            }
+            if let Some(host) = e.host() {
+                out = out.with_host(host.to_string());
+            }
+            if let Some(help) = e.help() {
+                out = out.with_help(help.to_string());
+            }
+            return out.with_source(e);
         }
         let kind = failures.last().map_or(ErrorKind::Network, Error::kind);
         let retryable = failures.iter().any(Error::is_retryable);
         let summary = Error::new(
             kind,
-            format!("could not connect to any of the {} hosts", failures.len()),
+            format!(
+                "could not connect to any of the {} hosts{tried}",
+                failures.len()
+            ),
         )
         .with_help("each host's failure is listed above; fix the first host you expect to work")
         .retryable(retryable);
-        Err(summary.with_attempts(failures))
+        summary.with_attempts(failures)
     }
 
     /// One host: resolve its name (unless `hostaddr` pins the address), then try each address.
-    async fn connect_host(&self, i: usize) -> Result<Connected, Error> {
+    async fn connect_host(&self, i: usize, deadline: Duration) -> Result<Connected, Error> {
         let started = Instant::now();
         let port = self.port_for(i);
         let hostaddr = self.cs.hostaddrs.get(i).copied().flatten();
         let host = self.cs.hosts.get(i).cloned();
-        let deadline = self.timeout;
+        let span = tracing::Span::current();
 
         let (name, addrs): (String, Vec<IpAddr>) = match (&host, hostaddr) {
             (Some(Host::Unix(path)), _) => {
-                return self.attempt_unix(path, port, started).await;
+                span.record("host", format!("{}:{port}", path.display()));
+                return self.attempt_unix(path, port, deadline, started).await;
             }
             (Some(Host::Tcp(name)), Some(ip)) => (name.clone(), vec![ip]),
             (None, Some(ip)) => (ip.to_string(), vec![ip]),
             (Some(Host::Tcp(name)), None) => {
                 let label = host_label(name, port);
+                span.record("host", label.as_str());
                 let lookup =
                     tokio::time::timeout(deadline, tokio::net::lookup_host((name.as_str(), port)));
-                match lookup.await {
+                let result = lookup.await;
+                tracing::trace!(target: "neon_connect", step = "dns", elapsed_ms = started.elapsed().as_millis() as u64, ok = matches!(result, Ok(Ok(_))), "resolved {name}");
+                match result {
                     Err(_) => return Err(diagnostics::timeout(&label, Some(Step::Dns), deadline)),
                     Ok(Err(e)) => {
+                        // "Temporary failure in name resolution" (EAI_AGAIN) can pass; an
+                        // unknown name (a typo) cannot.
+                        let temporary = e.to_string().contains("Temporary failure");
                         return Err(Error::new(
                             ErrorKind::Dns,
                             format!("could not resolve the host name \"{name}\""),
@@ -137,8 +273,8 @@ impl Connector {
                         .with_step(Step::Dns)
                         .with_host(label)
                         .with_help("check the host name for typos (copy it again from your provider's console) and this machine's DNS")
-                        .retryable(true)
-                        .with_source(e))
+                        .retryable(temporary)
+                        .with_source(e));
                     }
                     Ok(Ok(addrs)) => (name.clone(), dedup(addrs.map(|a: SocketAddr| a.ip()))),
                 }
@@ -160,7 +296,10 @@ impl Connector {
             if remaining.is_zero() {
                 break;
             }
-            match self.attempt_tcp(&name, ip, port, remaining, started).await {
+            match self
+                .attempt_tcp(&name, ip, port, remaining, deadline, started)
+                .await
+            {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     // An address that refuses is worth skipping; a server that answered is not.
@@ -250,8 +389,12 @@ impl Connector {
         ip: IpAddr,
         port: u16,
         remaining: Duration,
+        deadline: Duration,
         started: Instant,
     ) -> Result<Connected, Error> {
+        let span = tracing::Span::current();
+        span.record("host", host_label(name, port));
+        span.record("addr", SocketAddr::new(ip, port).to_string());
         let mut config = self.base_config();
         config.host(name).hostaddr(ip).port(port);
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
@@ -273,7 +416,7 @@ impl Connector {
             policy: Some(&self.policy),
         };
         match result {
-            Err(_) => Err(diagnostics::timeout(&label, probe.step(), self.timeout)),
+            Err(_) => Err(diagnostics::timeout(&label, probe.step(), deadline)),
             Ok(Err(e)) => Err(diagnostics::classify(e, &cx)),
             Ok(Ok((client, connection))) => Ok((
                 client,
@@ -285,6 +428,7 @@ impl Connector {
                     channel_binding_required: self.cs.channel_binding
                         == Some(ChannelBinding::Require),
                     elapsed: started.elapsed(),
+                    attempts: 1,
                 },
             )),
         }
@@ -294,6 +438,7 @@ impl Connector {
         &self,
         dir: &std::path::Path,
         port: u16,
+        deadline: Duration,
         started: Instant,
     ) -> Result<Connected, Error> {
         let mut config = self.base_config();
@@ -303,8 +448,7 @@ impl Connector {
         let label = format!("{}:{port}", dir.display());
         let probe = Arc::new(Probe::default());
         probe.set_step(Step::Tcp);
-        let result =
-            tokio::time::timeout(self.timeout, config.connect(self.make_tls(&probe))).await;
+        let result = tokio::time::timeout(deadline, config.connect(self.make_tls(&probe))).await;
         let cx = Context {
             host: &label,
             hostname: "",
@@ -316,7 +460,7 @@ impl Connector {
             Err(_) => Err(diagnostics::timeout(
                 &label,
                 Some(Step::Authentication),
-                self.timeout,
+                deadline,
             )),
             Ok(Err(e)) => Err(diagnostics::classify(e, &cx)),
             Ok(Ok((client, connection))) => Ok((
@@ -328,10 +472,49 @@ impl Connector {
                     tls: None,
                     channel_binding_required: false,
                     elapsed: started.elapsed(),
+                    attempts: 1,
                 },
             )),
         }
     }
+}
+
+/// Failures that mean the settings are wrong: the same for every host and every attempt.
+fn settles_it(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionString
+            | ErrorKind::TlsPolicy
+            | ErrorKind::RootCertificates
+            | ErrorKind::Certificate
+            | ErrorKind::TlsRefused
+            | ErrorKind::Authentication
+    )
+}
+
+/// The wait before attempt `attempt + 1`: full jitter, uniform in
+/// `[0, min(BACKOFF_CAP, BACKOFF_BASE * 2^(attempt - 1))]`.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16))
+        .min(BACKOFF_CAP);
+    let nanos = ceiling.as_nanos() as u64;
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(random_u64() % (nanos + 1))
+}
+
+fn random_u64() -> u64 {
+    // Jitter only needs to differ between processes and calls, not to be secret.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 fn host_label(name: &str, port: u16) -> String {

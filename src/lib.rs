@@ -22,10 +22,11 @@ pub mod testing;
 mod tls;
 
 pub use config::ConnectionString;
-pub use connect::{ConnectionInfo, DEFAULT_CONNECT_TIMEOUT};
+pub use connect::{ConnectionInfo, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT};
 pub use error::{Error, ErrorKind, Step};
 pub use pool::{
-    Client, Manager, Options, Pool, PooledConnection, DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_TIMEOUT,
+    Client, Manager, Options, Pool, PooledConnection, DEFAULT_CHECK_AFTER_IDLE,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
 };
 pub use tls::{TlsInfo, TlsStream, Verification};

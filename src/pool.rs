@@ -17,6 +17,21 @@ pub const DEFAULT_POOL_SIZE: usize = 10;
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the recycle check of an idle connection may take by default.
 pub const DEFAULT_RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection older than this is closed instead of handed out (default 30 minutes), so
+/// that server-side changes (a new compute, rotated certificates, memory held by a session)
+/// reach every connection in bounded time.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// A connection left unused for this long is closed instead of handed out (default 4
+/// minutes): below Neon's 5-minute scale-to-zero and common NAT idle timeouts, so the pool does
+/// not hand out connections the server or network is about to cut, or already has. "Unused"
+/// is counted from the connection's last checkout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 60);
+/// A connection left unused for this long is checked with an empty query (one round trip)
+/// before it is handed out (default 30 s). A connection the server closed is noticed without a
+/// query (its socket is closed), so this only catches connections that died silently (a
+/// network path that dropped them): a check on every checkout would cost a round trip per
+/// request, which busy pools avoid this way. `Duration::ZERO` checks every checkout.
+pub const DEFAULT_CHECK_AFTER_IDLE: Duration = Duration::from_secs(30);
 
 /// A pooled client: derefs to [`deadpool_postgres::ClientWrapper`] and so to
 /// [`tokio_postgres::Client`]; goes back to the pool when dropped.
@@ -42,6 +57,16 @@ pub struct Options {
     wait_timeout: Duration,
     recycle_timeout: Duration,
     roots: Option<Arc<Vec<CertificateDer<'static>>>>,
+    health: Health,
+    connect_attempts: u32,
+}
+
+/// When an idle connection is replaced rather than handed out.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    max_lifetime: Duration,
+    idle_timeout: Duration,
+    check_after_idle: Duration,
 }
 
 impl fmt::Debug for Options {
@@ -51,6 +76,10 @@ impl fmt::Debug for Options {
             .field("pool_size", &self.pool_size)
             .field("wait_timeout", &self.wait_timeout)
             .field("recycle_timeout", &self.recycle_timeout)
+            .field("max_lifetime", &self.health.max_lifetime)
+            .field("idle_timeout", &self.health.idle_timeout)
+            .field("check_after_idle", &self.health.check_after_idle)
+            .field("connect_attempts", &self.connect_attempts)
             .field("root_certificates", &self.roots.as_ref().map(|r| r.len()))
             .finish()
     }
@@ -75,6 +104,12 @@ impl Options {
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             recycle_timeout: DEFAULT_RECYCLE_TIMEOUT,
             roots: None,
+            health: Health {
+                max_lifetime: DEFAULT_MAX_LIFETIME,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                check_after_idle: DEFAULT_CHECK_AFTER_IDLE,
+            },
+            connect_attempts: crate::connect::DEFAULT_CONNECT_ATTEMPTS,
         }
     }
 
@@ -102,8 +137,38 @@ impl Options {
         self
     }
 
-    /// The deadline for each host's whole handshake (TCP, TLS, authentication, startup);
-    /// overrides `connect_timeout` (default [`crate::DEFAULT_CONNECT_TIMEOUT`]).
+    /// Connections older than this are replaced when next checked out (default
+    /// [`DEFAULT_MAX_LIFETIME`]).
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.health.max_lifetime = lifetime;
+        self
+    }
+
+    /// Connections unused for this long are replaced when next checked out (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]; keep it below the server's idle cut-off, five minutes on Neon).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.health.idle_timeout = timeout;
+        self
+    }
+
+    /// Connections unused for this long are checked with an empty query before they are
+    /// handed out (default [`DEFAULT_CHECK_AFTER_IDLE`]; `Duration::ZERO`: on every checkout).
+    pub fn check_after_idle(mut self, idle: Duration) -> Self {
+        self.health.check_after_idle = idle;
+        self
+    }
+
+    /// How many times opening a connection is tried, the first try included (default
+    /// [`crate::DEFAULT_CONNECT_ATTEMPTS`]; 1 turns retries off). Only failures a retry can fix
+    /// are retried, with jittered backoff, within `connect_timeout`.
+    pub fn connect_attempts(mut self, attempts: u32) -> Self {
+        self.connect_attempts = attempts.max(1);
+        self
+    }
+
+    /// The deadline for each host's whole handshake (TCP, TLS, authentication, startup), and
+    /// the budget for retries; overrides `connect_timeout` (default
+    /// [`crate::DEFAULT_CONNECT_TIMEOUT`]).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.cs.connect_timeout = Some(timeout);
         self
@@ -167,7 +232,13 @@ impl Options {
         self.validate()?;
         let cs = self.cs.clone();
         let roots = self.roots.clone();
-        let build = move || Connector::new(cs, roots.as_ref()).map(Arc::new);
+        let attempts = self.connect_attempts;
+        let build = move || {
+            Connector::new(cs, roots.as_ref()).map(|mut c| {
+                c.max_attempts = attempts;
+                Arc::new(c)
+            })
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle.spawn_blocking(build).await.map_err(|e| {
                 Error::new(
@@ -189,6 +260,7 @@ impl Options {
         let connector = self.connector().await?;
         let manager = Manager {
             connector: connector.clone(),
+            health: self.health,
         };
         let inner = managed::Pool::builder(manager)
             .max_size(self.pool_size)
@@ -244,12 +316,14 @@ impl Options {
 /// The deadpool manager: opens connections with the crate's policy and drops closed ones.
 pub struct Manager {
     connector: Arc<Connector>,
+    health: Health,
 }
 
 impl fmt::Debug for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Manager")
             .field("connection_string", &self.connector.cs)
+            .field("health", &self.health)
             .finish()
     }
 }
@@ -300,11 +374,29 @@ impl managed::Manager for Manager {
         })
     }
 
-    async fn recycle(&self, conn: &mut PooledConnection, _: &Metrics) -> RecycleResult<Error> {
-        if conn.is_closed() {
-            return Err(RecycleError::message("the server closed the connection"));
-        }
-        Ok(())
+    /// Runs on every checkout of an idle connection; an error makes deadpool drop the
+    /// connection and take (or open) another, so the caller never sees it.
+    async fn recycle(
+        &self,
+        conn: &mut PooledConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<Error> {
+        let health = &self.health;
+        let unused = metrics.last_used();
+        let reason = if conn.is_closed() {
+            // The server ended it (57P01 on restart or scale-to-zero, a crash) or the socket broke.
+            "the connection was closed"
+        } else if metrics.age() >= health.max_lifetime {
+            "the connection reached its maximum lifetime"
+        } else if unused >= health.idle_timeout {
+            "the connection was idle too long"
+        } else if unused >= health.check_after_idle && conn.simple_query("").await.is_err() {
+            "the connection failed its idle check"
+        } else {
+            return Ok(());
+        };
+        tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = metrics.age().as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
+        Err(RecycleError::message(reason))
     }
 }
 
