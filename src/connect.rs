@@ -162,7 +162,7 @@ impl Connector {
                 attempt,
                 host = tracing::field::Empty,
                 addr = tracing::field::Empty,
-                sslmode = ?self.cs.sslmode,
+                sslmode = sslmode_name(self.cs.sslmode),
                 verification = %self.policy.verification,
                 negotiation = if self.policy.direct { "direct" } else { "postgres" },
             );
@@ -177,7 +177,7 @@ impl Connector {
                     return Ok(c);
                 }
                 Err(e) => {
-                    tracing::debug!(target: "neon_connect", parent: &span, outcome = "failed", host = e.host().unwrap_or(""), kind = %e.kind(), step = e.step().map_or("", Step::as_str), retryable = e.is_retryable(), elapsed_ms = began.elapsed().as_millis() as u64, "connection attempt failed: {}", e.message());
+                    tracing::debug!(target: "neon_connect", parent: &span, outcome = "failed", kind = %e.kind(), step = e.step().map_or("", Step::as_str), retryable = e.is_retryable(), elapsed_ms = began.elapsed().as_millis() as u64, "connection attempt failed: {}", e.message());
                     let stop = matches!(
                         e.kind(),
                         ErrorKind::ConnectionString
@@ -255,7 +255,6 @@ impl Connector {
             (None, Some(ip)) => (ip.to_string(), vec![ip]),
             (Some(Host::Tcp(name)), None) => {
                 let label = host_label(name, port);
-                span.record("host", label.as_str());
                 let lookup =
                     tokio::time::timeout(deadline, tokio::net::lookup_host((name.as_str(), port)));
                 let result = lookup.await;
@@ -479,6 +478,20 @@ impl Connector {
     }
 }
 
+/// `sslmode` as written (`None`: not given, so `verify-full`), for tracing.
+fn sslmode_name(mode: Option<crate::config::SslMode>) -> &'static str {
+    use crate::config::SslMode as M;
+    match mode {
+        None => "default (verify-full)",
+        Some(M::Disable) => "disable",
+        Some(M::Allow) => "allow",
+        Some(M::Prefer) => "prefer",
+        Some(M::Require) => "require",
+        Some(M::VerifyCa) => "verify-ca",
+        Some(M::VerifyFull) => "verify-full",
+    }
+}
+
 /// Failures that mean the settings are wrong: the same for every host and every attempt.
 fn settles_it(kind: ErrorKind) -> bool {
     matches!(
@@ -547,5 +560,42 @@ fn shuffle(v: &mut [usize]) {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         v.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_full_jitter_under_an_exponential_cap() {
+        for attempt in 1..40 {
+            let ceiling = (BACKOFF_BASE * 2u32.pow((attempt - 1).min(10))).min(BACKOFF_CAP);
+            let waits: Vec<Duration> = (0..50).map(|_| backoff(attempt)).collect();
+            assert!(waits.iter().all(|w| *w <= ceiling), "{attempt}: {waits:?}");
+            // Jittered: not all the same, and not pinned to the ceiling.
+            assert!(waits.iter().any(|w| *w != waits[0]), "{attempt}: {waits:?}");
+            assert!(
+                waits.iter().any(|w| *w < ceiling / 2),
+                "{attempt}: {waits:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_errors_are_never_retried() {
+        for kind in [
+            ErrorKind::Authentication,
+            ErrorKind::Certificate,
+            ErrorKind::ConnectionString,
+            ErrorKind::TlsPolicy,
+            ErrorKind::RootCertificates,
+            ErrorKind::TlsRefused,
+        ] {
+            assert!(settles_it(kind), "{kind}");
+        }
+        for kind in [ErrorKind::Network, ErrorKind::Closed, ErrorKind::Server] {
+            assert!(!settles_it(kind), "{kind}");
+        }
     }
 }

@@ -146,6 +146,8 @@ async fn cold_start_succeeds_through_retries() {
         std::thread::sleep(Duration::from_secs(2));
         s2.start_again()
     });
+    let capture = Capture::default();
+    let guard = capture.install();
     let started = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(30),
@@ -156,12 +158,19 @@ async fn cold_start_succeeds_through_retries() {
     .await
     .expect("connect hung past its deadline");
     let took = started.elapsed();
+    drop(guard);
     waker.join().unwrap().expect("start again");
     let pool = result.expect("connect through retries");
     assert_eq!(select_one(&pool).await, Ok(1));
     let info = pool.info().expect("info");
     assert!(info.attempts > 1, "no retry happened: {info:?}");
     assert!(took >= Duration::from_secs(2), "{took:?}");
+    // Every retry is visible in tracing, and nothing secret is.
+    let log = capture.text();
+    let retries = log.lines().filter(|l| l.contains("retrying in")).count();
+    assert_eq!(retries as u32, info.attempts - 1, "{log}");
+    assert!(!log.contains(s.password()), "the password was logged");
+    eprintln!("{log}");
     eprintln!(
         "cold start: connected after {:.2} s with {} attempts ({} retries)",
         took.as_secs_f64(),
