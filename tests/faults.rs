@@ -317,6 +317,72 @@ async fn idle_and_lifetime_limits_replace_connections() {
     );
 }
 
+/// A TCP proxy to `port` whose existing connections can be frozen: still open, but nothing
+/// passes any more (a network path that dropped them silently). New connections pass.
+async fn freezable_proxy(
+    port: u16,
+) -> (u16, Arc<tokio::sync::Notify>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = listener.local_addr().unwrap().port();
+    let freeze = Arc::new(tokio::sync::Notify::new());
+    let f = freeze.clone();
+    let task = tokio::spawn(async move {
+        let mut links = tokio::task::JoinSet::new();
+        while let Ok((mut client, _)) = listener.accept().await {
+            let f = f.clone();
+            links.spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = f.notified() => std::future::pending::<()>().await,
+                }
+            });
+        }
+    });
+    (proxy_port, freeze, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_dead_connections_are_caught_by_the_idle_check() {
+    let _timing = HEAVY.read().await;
+    trust_test_ca_as_system_store().expect("test CA bundle");
+    let s = PgServer::shared();
+    let (port, freeze, task) = freezable_proxy(s.port()).await;
+    let url = format!(
+        "postgresql://{}:{}@localhost:{port}/{}",
+        s.user(),
+        s.password(),
+        s.dbname()
+    );
+    let pool = Options::from_connection_string(ConnectionString::parse(&url).unwrap())
+        .application_name("faults-frozen")
+        .pool_size(1)
+        .check_after_idle(Duration::ZERO)
+        .recycle_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("connect");
+    let before = backend_pids(&pool, 1).await;
+    freeze.notify_waiters();
+    // The frozen connection is not closed as far as the client can tell; the idle check
+    // times out and the pool opens a new one.
+    let started = Instant::now();
+    let after = tokio::time::timeout(Duration::from_secs(10), backend_pids(&pool, 1))
+        .await
+        .expect("checkout hung on a dead connection");
+    let took = started.elapsed();
+    assert_ne!(before, after);
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    task.abort();
+    eprintln!(
+        "frozen connection: replaced on checkout after {:.0} ms",
+        took.as_secs_f64() * 1e3
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_connections_verify_a_rotated_certificate() {
     let s = start_server();
