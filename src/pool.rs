@@ -1,5 +1,6 @@
 //! The pool: a deadpool pool of tokio-postgres clients with timeouts on by default, a recycle
-//! check that drops closed connections, and [`Options`] for what a URL cannot say.
+//! check that drops closed, old and long-idle connections, and [`Options`] for what a URL
+//! cannot say.
 
 use crate::config::{ConnectionString, Password};
 use crate::connect::{ConnectionInfo, Connector};
@@ -418,6 +419,10 @@ impl fmt::Debug for Pool {
 
 impl Pool {
     /// A connection from the pool, opening one if none is idle and the pool is not full.
+    /// Idle connections that are closed, past [`Options::max_lifetime`] or
+    /// [`Options::idle_timeout`], or fail the check of [`Options::check_after_idle`], are
+    /// replaced first, without an error; opening one retries what a retry can fix within
+    /// `connect_timeout` (see [`crate::DEFAULT_CONNECT_ATTEMPTS`]).
     ///
     /// # Errors
     /// [`ErrorKind::Pool`] when none frees up within the wait timeout (the message says how
