@@ -144,7 +144,7 @@ async fn cold_start_succeeds_through_retries() {
     let s2 = s.clone();
     let waker = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(2));
-        s2.start_again()
+        s2.start_again().map(|()| Instant::now())
     });
     let capture = Capture::default();
     let guard = capture.install();
@@ -159,7 +159,8 @@ async fn cold_start_succeeds_through_retries() {
     .expect("connect hung past its deadline");
     let took = started.elapsed();
     drop(guard);
-    waker.join().unwrap().expect("start again");
+    let up = waker.join().unwrap().expect("start again");
+    let connected_at = started + took;
     let pool = result.expect("connect through retries");
     assert_eq!(select_one(&pool).await, Ok(1));
     let info = pool.info().expect("info");
@@ -172,10 +173,12 @@ async fn cold_start_succeeds_through_retries() {
     assert!(!log.contains(s.password()), "the password was logged");
     eprintln!("{log}");
     eprintln!(
-        "cold start: connected after {:.2} s with {} attempts ({} retries)",
+        "cold start: connected after {:.2} s with {} attempts ({} retries), {:.0} ms after the \
+         server was up again",
         took.as_secs_f64(),
         info.attempts,
-        info.attempts - 1
+        info.attempts - 1,
+        connected_at.saturating_duration_since(up).as_secs_f64() * 1e3
     );
 }
 
