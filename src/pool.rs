@@ -269,6 +269,9 @@ impl Options {
             // Creation is bounded by the connector's own per-host deadline.
             .create_timeout(None)
             .recycle_timeout(Some(self.recycle_timeout))
+            // Most recently used first: a light load keeps reusing the same warm connections
+            // (no idle check, see `check_after_idle`), and the others age out by `idle_timeout`.
+            .queue_mode(managed::QueueMode::Lifo)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::new(ErrorKind::Pool, "could not build the pool").with_source(e))?;
