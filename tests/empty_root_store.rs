@@ -18,13 +18,25 @@ async fn empty_system_store_is_an_error_with_the_fix() {
     let err = neon_connect::neon_connect(&server.url()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RootCertificates, "{err:#}");
     let text = err.to_string();
-    assert!(text.contains("no root certificates were found in the system store"), "{text}");
-    assert!(text.contains(&format!("SSL_CERT_FILE={}", empty.display())), "{text}");
+    assert!(
+        text.contains("no root certificates were found in the system store"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("SSL_CERT_FILE={}", empty.display())),
+        "{text}"
+    );
     assert!(text.contains("help: install the CA bundle"), "{text}");
     assert!(text.contains("sslrootcert="), "{text}");
 
     // A root file given explicitly still works without the system store.
-    let url = format!("{}?sslrootcert={}", server.url(), server.ca_file().display());
-    let pool = neon_connect::neon_connect(&url).await.expect("explicit roots");
+    let url = format!(
+        "{}?sslrootcert={}",
+        server.url(),
+        server.ca_file().display()
+    );
+    let pool = neon_connect::neon_connect(&url)
+        .await
+        .expect("explicit roots");
     assert!(pool.get().await.is_ok());
 }
