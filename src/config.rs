@@ -1031,18 +1031,34 @@ fn decode(part: &str, what: &str) -> Result<String, Error> {
 
 fn split_url(rest: &str) -> Result<Vec<(String, String)>, Error> {
     let mut pairs = Vec::new();
-    let (before_query, query) = match rest.find('?') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
+    // As in libpq, the authority ends at the first `/`. The user info ends at an `@`: the last
+    // one before the first `?` (so an unencoded `@` in the password works), or else the first
+    // one (so an unencoded `?` in the password works).
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let region = &rest[..authority_end];
+    let first_q = region.find('?').unwrap_or(region.len());
+    let at = region[..first_q].rfind('@').or_else(|| region.find('@'));
+    let (userinfo, after_user) = match at {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => {
+            // An `@` after a `/` means a `/` inside the password: never quote it as a host.
+            let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
+            if before_query[authority_end..].contains('@') {
+                return Err(Error::config(
+                    "could not tell the user name and password from the host: the URL has a `/` before its `@`",
+                )
+                .with_help("percent-encode `/` in the user name or password as `%2F` (and `@` as `%40`, `?` as `%3F`)"));
+            }
+            (None, rest)
+        }
     };
-    // The authority ends at the first `/` after the last `@` (an unencoded `@` may sit in the password).
-    let (userinfo, after_user) = match before_query.rfind('@') {
-        Some(at) => (Some(&before_query[..at]), &before_query[at + 1..]),
-        None => (None, before_query),
-    };
-    let (hostlist, path) = match after_user.find('/') {
+    let (before_query, query) = match after_user.find('?') {
         Some(i) => (&after_user[..i], Some(&after_user[i + 1..])),
         None => (after_user, None),
+    };
+    let (hostlist, path) = match before_query.find('/') {
+        Some(i) => (&before_query[..i], Some(&before_query[i + 1..])),
+        None => (before_query, None),
     };
     if let Some(ui) = userinfo {
         let (user, password) = match ui.find(':') {

@@ -62,6 +62,15 @@ fn unencoded_at_in_password_still_parses() {
 }
 
 #[test]
+fn unencoded_question_mark_in_password_and_slash_refused_without_quoting() {
+    let cs = parse("postgresql://u:pa?ss@host/db?sslmode=require");
+    assert_eq!(cs.password().unwrap().expose(), "pa?ss");
+    assert_eq!(cs.sslmode(), Some(SslMode::Require));
+    let text = err("postgresql://u:npg_S3cr3t/x@host/db");
+    assert!(text.contains("percent-encode `/`"), "{text}");
+}
+
+#[test]
 fn multiple_hosts_ports_and_ipv6() {
     let cs = parse("postgresql://a:5433,b,[::1]:6000/db");
     assert_eq!(
