@@ -211,18 +211,8 @@ impl Connector {
             if attempts == 1 {
                 return e;
             }
-            let mut out =
-                Error::new(e.kind(), format!("{}{tried}", e.message())).retryable(e.is_retryable());
-            if let Some(step) = e.step() {
-                out = out.with_step(step);
-            }
-            if let Some(host) = e.host() {
-                out = out.with_host(host.to_string());
-            }
-            if let Some(help) = e.help() {
-                out = out.with_help(help.to_string());
-            }
-            return out.with_source(e);
+            let message = format!("{}{tried}", e.message());
+            return e.with_message(message);
         }
         let kind = failures.last().map_or(ErrorKind::Network, Error::kind);
         let retryable = failures.iter().any(Error::is_retryable);
@@ -413,6 +403,8 @@ impl Connector {
             user: self.cs.user.as_deref(),
             step: probe.step(),
             policy: Some(&self.policy),
+            tls: probe.tls_info(),
+            options: self.cs.options.as_deref(),
         };
         match result {
             Err(_) => Err(diagnostics::timeout(&label, probe.step(), deadline)),
@@ -454,6 +446,8 @@ impl Connector {
             user: self.cs.user.as_deref(),
             step: Some(Step::Authentication),
             policy: None,
+            tls: None,
+            options: self.cs.options.as_deref(),
         };
         match result {
             Err(_) => Err(diagnostics::timeout(

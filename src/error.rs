@@ -123,6 +123,7 @@ struct Inner {
     message: String,
     help: Option<String>,
     retryable: bool,
+    diagnosis: Option<&'static str>,
     source: Option<Cause>,
     attempts: Vec<Error>,
 }
@@ -137,6 +138,7 @@ impl Error {
             message: message.into(),
             help: None,
             retryable: false,
+            diagnosis: None,
             source: None,
             attempts: Vec::new(),
         }))
@@ -172,6 +174,16 @@ impl Error {
         self
     }
 
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.0.message = message.into();
+        self
+    }
+
+    pub(crate) fn with_diagnosis(mut self, id: &'static str) -> Self {
+        self.0.diagnosis = Some(id);
+        self
+    }
+
     pub(crate) fn with_attempts(mut self, attempts: Vec<Error>) -> Self {
         self.0.attempts = attempts;
         self
@@ -180,6 +192,13 @@ impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.0.kind
+    }
+
+    /// A stable identifier of the diagnosis (for example `neon-endpoint-not-specified` or
+    /// `certificate-unknown-issuer`), finer than [`Error::kind`]; the README's troubleshooting
+    /// table lists them all.
+    pub fn diagnosis(&self) -> Option<&'static str> {
+        self.0.diagnosis
     }
 
     /// The step of connection setup that failed, when the failure happened while connecting.
@@ -263,7 +282,8 @@ impl fmt::Debug for Error {
             .field("host", &self.0.host)
             .field("message", &self.0.message)
             .field("help", &self.0.help)
-            .field("retryable", &self.0.retryable);
+            .field("retryable", &self.0.retryable)
+            .field("diagnosis", &self.0.diagnosis);
         if let Some(source) = &self.0.source {
             // Causes are ours, rustls's, io's or tokio-postgres's: none carries the password.
             d.field("source", &source.to_string());

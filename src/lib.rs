@@ -23,6 +23,7 @@ mod tls;
 
 pub use config::ConnectionString;
 pub use connect::{ConnectionInfo, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT};
+pub use diagnostics::troubleshooting_table;
 pub use error::{Error, ErrorKind, Step};
 pub use pool::{
     Client, Manager, Options, Pool, PooledConnection, DEFAULT_CHECK_AFTER_IDLE,

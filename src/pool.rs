@@ -445,8 +445,8 @@ impl Pool {
                     TimeoutType::Recycle => "checking an idle connection",
                 };
                 let waited = self.inner.timeouts().wait.unwrap_or_default();
-                Error::new(
-                    ErrorKind::Pool,
+                crate::diagnostics::diagnose(
+                    "pool-timeout",
                     format!(
                         "timed out after {:.1}s {what}: all {} connections of the pool are in use ({} waiting)",
                         waited.as_secs_f64(),
@@ -455,11 +455,6 @@ impl Pool {
                     ),
                 )
                 .with_step(Step::Pool)
-                .with_help(
-                    "return connections sooner (drop clients after each request and avoid holding them across \
-                     slow work), raise `pool_size`, or raise `wait_timeout`",
-                )
-                .retryable(true)
             }
             managed::PoolError::Closed => Error::new(ErrorKind::Pool, "the pool is closed")
                 .with_step(Step::Pool)

@@ -627,85 +627,6 @@ async fn load_with_terminations_never_hangs_or_overflows() {
     assert_eq!(select_one(&pool).await, Ok(1), "{:?}", pool.status());
 }
 
-fn crypto_provider() -> Arc<neon_connect::rustls::crypto::CryptoProvider> {
-    #[cfg(feature = "aws-lc-rs")]
-    return Arc::new(neon_connect::rustls::crypto::aws_lc_rs::default_provider());
-    #[cfg(not(feature = "aws-lc-rs"))]
-    Arc::new(neon_connect::rustls::crypto::ring::default_provider())
-}
-
-/// A scripted stand-in for Neon's proxy in front of `server`: the first `failures`
-/// connections get an `ErrorResponse` with `code` and `message` after TLS and the startup
-/// message (as the proxy answers while it wakes a compute); later ones are passed to the
-/// server unchanged. Returns the port and the number of connections it received.
-async fn scripted_proxy(
-    server: u16,
-    failures: usize,
-    code: &'static str,
-    message: &'static str,
-) -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    use neon_connect::testing::{LeafSpec, TestCa};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (cert, key) = TestCa::shared().issue(&LeafSpec::server()).unwrap();
-    let certs = rustls_pemfile::certs(&mut cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut key.as_bytes())
-        .unwrap()
-        .unwrap();
-    let config = neon_connect::rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    let task = tokio::spawn(async move {
-        let mut links = tokio::task::JoinSet::new();
-        while let Ok((mut client, _)) = listener.accept().await {
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            links.spawn(async move {
-                if n >= failures {
-                    if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", server)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut s).await;
-                    }
-                    return None;
-                }
-                let mut ssl_request = [0u8; 8];
-                client.read_exact(&mut ssl_request).await.ok()?;
-                client.write_all(b"S").await.ok()?;
-                let mut tls = acceptor.accept(client).await.ok()?;
-                let len = tls.read_i32().await.ok()?;
-                let mut startup = vec![0u8; usize::try_from(len).ok()? - 4];
-                tls.read_exact(&mut startup).await.ok()?;
-                let mut fields = Vec::new();
-                for (tag, value) in [
-                    (b'S', "ERROR"),
-                    (b'V', "ERROR"),
-                    (b'C', code),
-                    (b'M', message),
-                ] {
-                    fields.push(tag);
-                    fields.extend_from_slice(value.as_bytes());
-                    fields.push(0);
-                }
-                fields.push(0);
-                let mut reply = vec![b'E'];
-                reply.extend_from_slice(&(fields.len() as i32 + 4).to_be_bytes());
-                reply.extend_from_slice(&fields);
-                tls.write_all(&reply).await.ok()?;
-                tls.shutdown().await.ok()
-            });
-        }
-    });
-    (port, seen, task)
-}
-
 async fn through_scripted_proxy(
     failures: usize,
     code: &'static str,
@@ -713,7 +634,17 @@ async fn through_scripted_proxy(
 ) -> (Result<Pool, neon_connect::Error>, usize) {
     trust_test_ca_as_system_store().expect("test CA bundle");
     let s = PgServer::shared();
-    let (port, seen, task) = scripted_proxy(s.port(), failures, code, message).await;
+    let proxy = neon_connect::testing::neon::FakeNeonProxy::start(
+        neon_connect::testing::neon::Script::FailThenRelay {
+            n: failures,
+            code: code.into(),
+            message: message.into(),
+            upstream: s.port(),
+        },
+    )
+    .await
+    .expect("proxy");
+    let port = proxy.port();
     let url = format!(
         "postgresql://{}:{}@localhost:{port}/{}",
         s.user(),
@@ -729,8 +660,7 @@ async fn through_scripted_proxy(
     )
     .await
     .expect("connect hung");
-    task.abort();
-    (result, seen.load(Ordering::SeqCst))
+    (result, proxy.connections())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,11 +672,7 @@ async fn starting_up_57p03_is_retried_until_the_server_answers() {
     assert_eq!(seen, 3);
 }
 
-// Waits for src/diagnostics.rs to mark Neon's XX000 "Couldn't connect to compute node" as
-// retryable (the catalogue of Neon's texts is another engineer's work); today it is classified
-// as a non-retryable server error. Run with `--ignored` once that lands, then drop the ignore.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Neon's XX000 texts classified as retryable in src/diagnostics.rs"]
 async fn neon_compute_unreachable_is_retried_until_the_compute_answers() {
     let (result, seen) =
         through_scripted_proxy(2, "XX000", "Couldn't connect to compute node").await;
