@@ -75,6 +75,43 @@ async fn wrong_host_expired_ca_as_leaf() {
 }
 
 #[tokio::test]
+async fn not_yet_valid_certificate() {
+    let s = variant(CertKind::NotYetValid);
+    let err = fail(&s.url()).await;
+    assert_eq!(
+        err.diagnosis(),
+        Some("certificate-not-yet-valid"),
+        "{err:#}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("is not valid yet (valid from "), "{text}");
+    assert!(
+        text.ends_with("help: check this machine's clock, or the server certificate's start date"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn channel_binding_required_but_not_offered() {
+    let proxy = neon(Script::ScramWithoutPlus).await;
+    let err = fail(&proxy_url(
+        proxy.port(),
+        "localhost",
+        "&channel_binding=require",
+    ))
+    .await;
+    assert_eq!(
+        err.diagnosis(),
+        Some("channel-binding-not-offered"),
+        "{err:#}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("`channel_binding=require` failed at \"localhost:{}\": the server did not use channel binding\nhelp: the server must offer SCRAM-SHA-256-PLUS over TLS (password_encryption = scram-sha-256 and a `hostssl ... scram-sha-256` line); a pooler or proxy in between can also prevent it", proxy.port())
+    );
+}
+
+#[tokio::test]
 async fn server_without_tls() {
     let s = PgServer::start(ServerOptions::default().tls(false)).expect("server");
     let err = fail(&s.url()).await;

@@ -41,6 +41,9 @@ pub enum Script {
         /// The error for clients that did send SNI.
         other: String,
     },
+    /// Offer SCRAM-SHA-256 without the channel-binding variant (SCRAM-SHA-256-PLUS), as a
+    /// pooler that terminates TLS does, and hang up if the client goes on.
+    ScramWithoutPlus,
 }
 
 /// A running fake proxy on 127.0.0.1; stops when dropped.
@@ -118,6 +121,15 @@ impl FakeNeonProxy {
                         Script::FailThenRelay { code, message, .. } => (code, message),
                         Script::RequireSni { other } if sni.is_some() => {
                             ("XX000".to_string(), other)
+                        }
+                        Script::ScramWithoutPlus => {
+                            let mut sasl = vec![b'R', 0, 0, 0, 0, 0, 0, 0, 10];
+                            sasl.extend_from_slice(b"SCRAM-SHA-256\0\0");
+                            let len = (sasl.len() as i32 - 1).to_be_bytes();
+                            sasl[1..5].copy_from_slice(&len);
+                            tls.write_all(&sasl).await.ok()?;
+                            let _ = read_message(&mut tls, true).await;
+                            return tls.shutdown().await.ok();
                         }
                         Script::RequireSni { .. } => {
                             // AuthenticationCleartextPassword, then the client's PasswordMessage.
