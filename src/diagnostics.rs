@@ -720,7 +720,14 @@ mod tests {
         for part in src.split("diagnose(").skip(1) {
             let part = part.trim_start();
             if let Some(rest) = part.strip_prefix('"') {
-                ids.push(&rest[..rest.find('"').unwrap()]);
+                let id = &rest[..rest.find('"').unwrap()];
+                if !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                {
+                    ids.push(id);
+                }
             }
         }
         assert!(ids.len() > 30, "{ids:?}");
