@@ -26,9 +26,9 @@ pub use connect::{ConnectionInfo, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIME
 pub use diagnostics::troubleshooting_table;
 pub use error::{Error, ErrorKind, Step};
 pub use pool::{
-    Client, Manager, Options, Pool, PooledConnection, DEFAULT_CHECK_AFTER_IDLE,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_TIMEOUT,
-    DEFAULT_WAIT_TIMEOUT,
+    Client, Manager, Options, Pool, PooledConnection, DEFAULT_APPLICATION_NAME,
+    DEFAULT_CHECK_AFTER_IDLE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE,
+    DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };
 pub use tls::{TlsInfo, TlsStream, Verification};
 

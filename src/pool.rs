@@ -34,6 +34,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 60);
 /// request, which busy pools avoid this way. `Duration::ZERO` checks every checkout.
 pub const DEFAULT_CHECK_AFTER_IDLE: Duration = Duration::from_secs(30);
 
+/// The `application_name` the server shows (in `pg_stat_activity` and logs) when neither
+/// the connection string nor `PGAPPNAME` set one.
+pub const DEFAULT_APPLICATION_NAME: &str = "neon-connect";
+
 /// A pooled client: derefs to [`deadpool_postgres::ClientWrapper`] and so to
 /// [`tokio_postgres::Client`]; goes back to the pool when dropped.
 pub type Client = managed::Object<Manager>;
@@ -97,8 +101,24 @@ impl Options {
         Ok(Options::from_connection_string(cs))
     }
 
-    /// Starts from an already parsed connection string (no environment is read).
-    pub fn from_connection_string(cs: ConnectionString) -> Options {
+    /// Reads `DATABASE_URL`, then fills what it leaves out from the `PG*` variables; with no
+    /// `DATABASE_URL` the `PG*` variables alone (`PGHOST`, `PGUSER`, ...) are used, as libpq
+    /// does for an empty connection string.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ConnectionString`] for a malformed `DATABASE_URL` or `PG*` variable.
+    pub fn from_env() -> Result<Options, Error> {
+        let url = std::env::var("DATABASE_URL").unwrap_or_default();
+        Options::new(&url)
+    }
+
+    /// Starts from an already parsed connection string (no environment is read). Sets
+    /// `application_name` to [`DEFAULT_APPLICATION_NAME`] when the string (or `PGAPPNAME`)
+    /// set none.
+    pub fn from_connection_string(mut cs: ConnectionString) -> Options {
+        if cs.application_name.is_none() {
+            cs.application_name = Some(DEFAULT_APPLICATION_NAME.to_string());
+        }
         Options {
             cs,
             pool_size: DEFAULT_POOL_SIZE,

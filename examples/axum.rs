@@ -1,0 +1,90 @@
+//! A small axum service on one neon-connect pool.
+//!
+//! The pool is built once at startup from `DATABASE_URL` (and the `PG*` variables), shared in
+//! the router's state, and closed after a graceful shutdown on Ctrl-C or SIGTERM.
+//!
+//! ```text
+//! DATABASE_URL='postgresql://user:pass@ep-x.aws.neon.tech/neondb' cargo run --example axum
+//! curl 'http://127.0.0.1:3000/query?n=41'   # {"n":41,"result":42}
+//! curl 'http://127.0.0.1:3000/health'       # {"available":1,"max_size":10,"size":1,"waiting":0}
+//! ```
+//!
+//! `BIND` sets the listen address (default `127.0.0.1:3000`). Without `DATABASE_URL` (and no
+//! `PGHOST`) it prints what to set and exits with status 2.
+
+#[path = "axum/app.rs"]
+mod app;
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if std::env::var_os("DATABASE_URL").is_none() && std::env::var_os("PGHOST").is_none() {
+        eprintln!("set DATABASE_URL, e.g. DATABASE_URL='postgresql://user:pass@ep-x.aws.neon.tech/neondb' (try `cargo run --example quickstart` for a local server)");
+        return ExitCode::from(2);
+    }
+    // Fails here, before the service listens, on a wrong password, certificate or host.
+    let pool = match neon_connect::Options::from_env() {
+        Ok(options) => match options.connect().await {
+            Ok(pool) => pool,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".to_string());
+    let listener = match tokio::net::TcpListener::bind(&bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {bind}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("listening on http://{addr}"),
+        Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+    }
+    let served = axum::serve(listener, app::app(pool.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    // In-flight requests have finished: close the connections instead of leaving them to
+    // the server's idle timeout.
+    pool.close();
+    match served {
+        Ok(()) => {
+            println!("shut down cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM, as sent by `kill`, systemd, Docker and Kubernetes.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,123 @@
+//! The axum example's router, served in-process against the real TLS test server: HTTP
+//! requests through the pool, the health endpoint, and graceful shutdown.
+
+#[path = "../examples/axum/app.rs"]
+mod app;
+
+use neon_connect::testing::PgServer;
+use std::future::IntoFuture;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One HTTP/1.1 request with `Connection: close`; returns the status code and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect to the service");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).expect("utf-8 response");
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_service_queries_reports_health_and_shuts_down() {
+    tokio::time::timeout(Duration::from_secs(60), run())
+        .await
+        .expect("the test took over 60 s");
+}
+
+async fn run() {
+    let server = PgServer::shared();
+    let url = format!(
+        "{}?sslrootcert={}",
+        server.url(),
+        server.ca_file().display()
+    );
+    let pool = neon_connect::Options::new(&url)
+        .unwrap()
+        .pool_size(3)
+        .connect()
+        .await
+        .expect("pool to the test server");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(
+        axum::serve(listener, app::app(pool.clone()))
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+
+    let (status, body) = http_get(addr, "/query?n=41").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"], 42, "{body}");
+
+    // Concurrent requests share the pool, which never grows past its size.
+    let requests: Vec<_> = (0..12)
+        .map(|i| tokio::spawn(async move { (i, http_get(addr, &format!("/query?n={i}")).await) }))
+        .collect();
+    for r in requests {
+        let (i, (status, body)) = r.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["result"], i + 1, "{body}");
+    }
+
+    let (status, body) = http_get(addr, "/health").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["max_size"], 3, "{body}");
+    assert_eq!(v["waiting"], 0, "{body}");
+    let size = v["size"].as_u64().unwrap();
+    assert!((1..=3).contains(&size), "{body}");
+    assert_eq!(
+        v["available"].as_u64().unwrap(),
+        size,
+        "all connections idle: {body}"
+    );
+
+    // A bad parameter is the client's error, not the server's.
+    let (status, _) = http_get(addr, "/query?n=abc").await;
+    assert_eq!(status, 400);
+
+    // The sessions the service opened carry the default application_name.
+    let client = pool.get().await.unwrap();
+    let name: String = client
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, neon_connect::DEFAULT_APPLICATION_NAME);
+    drop(client);
+
+    // Graceful shutdown: the server future completes without error, and the port is closed.
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), service)
+        .await
+        .expect("shutdown within 10 s")
+        .unwrap()
+        .expect("serve ended without error");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still listening after shutdown"
+    );
+    pool.close();
+    assert!(pool.get().await.is_err());
+}
