@@ -508,6 +508,15 @@ fn classify_db(db: &tokio_postgres::error::DbError, cx: &Context<'_>) -> Error {
     let code = db.code().code();
     let text = db.message();
     let user = cx.user.unwrap_or("(default user)");
+    // PostgreSQL's text when the SCRAM-PLUS binding data differs from its own certificate's
+    // hash: a TLS terminator sits between us (tests/hostile.rs, interception test).
+    if text.contains("SCRAM channel binding check failed") {
+        return diagnose(
+            "neon-channel-binding-mismatch",
+            format!("channel binding failed at \"{host}\": the TLS channel the server saw is not the one we saw (possible interception): {text}"),
+        )
+        .with_step(Step::Authentication);
+    }
     match code {
         "28P01" => diagnose(
             "auth-password",
