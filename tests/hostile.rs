@@ -145,3 +145,75 @@ async fn interception_with_a_trusted_certificate_fails_with_channel_binding() {
     assert!(seen.contains("intercepted-marker"), "{seen}");
     assert!(seen.contains("neondb"), "{seen}");
 }
+
+#[tokio::test]
+async fn wrong_identities_are_refused_in_verify_full_and_where_libpq_refuses_in_verify_ca() {
+    use neon_connect::testing::{CertKind, ServerOptions};
+    let ca = ca();
+    for kind in [
+        CertKind::WrongHost,
+        CertKind::Expired,
+        CertKind::SelfSigned,
+        CertKind::UntrustedCa,
+        CertKind::CaAsLeaf,
+    ] {
+        let server = PgServer::start(ServerOptions::default().cert(kind)).unwrap();
+        let full = format!("{}?sslmode=verify-full&sslrootcert={ca}", server.url());
+        let err = connect(&full)
+            .await
+            .expect_err(&format!("{kind:?} must be refused in verify-full"));
+        assert_eq!(
+            err.kind(),
+            neon_connect::ErrorKind::Certificate,
+            "{kind:?}: {err:#}"
+        );
+        let chain = format!("{}?sslmode=verify-ca&sslrootcert={ca}", server.url());
+        let result = connect(&chain).await;
+        match kind {
+            // verify-ca does not check the name, in libpq either.
+            CertKind::WrongHost => {
+                result.expect("verify-ca accepts a trusted chain for another name");
+            }
+            // libpq (OpenSSL) accepts a CA certificate as the leaf in verify-ca; we refuse
+            // it (webpki), which is stricter.
+            CertKind::CaAsLeaf => assert!(result.is_err()),
+            _ => {
+                let err = result.expect_err(&format!("{kind:?} must be refused in verify-ca"));
+                assert_eq!(
+                    err.kind(),
+                    neon_connect::ErrorKind::Certificate,
+                    "{kind:?}: {err:#}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_protocol_version_bounds_are_applied() {
+    use neon_connect::testing::ServerOptions;
+    let ca = ca();
+    let server = PgServer::shared();
+    let pool = connect(&format!(
+        "{}?sslrootcert={ca}&ssl_max_protocol_version=TLSv1.2",
+        server.url()
+    ))
+    .await
+    .expect("TLS 1.2");
+    assert_eq!(
+        pool.info().unwrap().tls.as_ref().unwrap().protocol,
+        "TLSv1.2"
+    );
+
+    let old =
+        PgServer::start(ServerOptions::default().conf("ssl_max_protocol_version = 'TLSv1.2'"))
+            .unwrap();
+    let err = connect(&format!(
+        "{}?sslrootcert={ca}&ssl_min_protocol_version=TLSv1.3",
+        old.url()
+    ))
+    .await
+    .expect_err("no common version");
+    let text = format!("{err:#}");
+    assert!(text.contains("ssl_min_protocol_version"), "{text}");
+}
