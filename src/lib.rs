@@ -16,6 +16,7 @@ pub mod config;
 mod connect;
 mod diagnostics;
 pub mod error;
+mod pgpass;
 mod pool;
 #[cfg(feature = "testing")]
 pub mod testing;

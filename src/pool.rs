@@ -96,8 +96,18 @@ impl Options {
     ///
     /// # Errors
     /// [`ErrorKind::ConnectionString`] for a malformed string or environment variable.
+    ///
+    /// When neither gives a password, the password file is read as libpq reads it
+    /// (`PGPASSFILE`, else `~/.pgpass`; ignored with a warning when group or others can read
+    /// it), matched on the first host, its port, the database and the user.
     pub fn new(url: &str) -> Result<Options, Error> {
-        let cs = ConnectionString::parse_with_env(url, |k| std::env::var(k).ok())?;
+        let env = |k: &str| std::env::var(k).ok();
+        let mut cs = ConnectionString::parse_with_env(url, env)?;
+        if cs.password.is_none() {
+            if let Some(password) = password_from_file(&cs, env) {
+                cs.password = Some(Password::new(password));
+            }
+        }
         Ok(Options::from_connection_string(cs))
     }
 
@@ -335,6 +345,31 @@ impl Options {
         let connector = self.connector().await?;
         connector.connect().await
     }
+}
+
+/// The password of the password file for the first host of `cs`, if any.
+fn password_from_file(
+    cs: &ConnectionString,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let path = crate::pgpass::default_path(&env)?;
+    let host = match cs.hosts().first() {
+        Some(crate::config::Host::Tcp(name)) => name.as_str(),
+        // libpq matches a Unix socket (and no host at all) as `localhost`.
+        _ => "localhost",
+    };
+    let os_user = env("USER");
+    let user = cs.user().or(os_user.as_deref())?;
+    let dbname = cs.dbname().unwrap_or(user);
+    crate::pgpass::lookup_file(
+        &path,
+        &crate::pgpass::Lookup {
+            host,
+            port: cs.port_for(0),
+            dbname,
+            user,
+        },
+    )
 }
 
 /// The deadpool manager: opens connections with the crate's policy and drops closed ones.

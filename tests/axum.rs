@@ -41,9 +41,31 @@ async fn axum_service_queries_reports_health_and_shuts_down() {
 
 async fn run() {
     let server = PgServer::shared();
+    // The password comes from a password file, as for services with secrets in `~/.pgpass`:
+    // the URL has none. (The only test in this binary, so setting the environment is safe.)
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    let escaped = server.password().replace('\\', "\\\\").replace(':', "\\:");
+    let lines = format!(
+        "otherhost:*:*:*:wrong\n{}:{}:{}:{}:{escaped}\n*:*:*:*:wrong-too\n",
+        server.host(),
+        server.port(),
+        server.dbname(),
+        server.user(),
+    );
+    std::fs::write(&passfile, lines).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::env::set_var("PGPASSFILE", &passfile);
+    std::env::remove_var("PGPASSWORD");
     let url = format!(
-        "{}?sslrootcert={}",
-        server.url(),
+        "postgresql://{}@{}:{}/{}?sslrootcert={}",
+        server.user(),
+        server.host(),
+        server.port(),
+        server.dbname(),
         server.ca_file().display()
     );
     let pool = neon_connect::Options::new(&url)
