@@ -288,6 +288,7 @@ impl Options {
     /// # Errors
     /// Any [`ErrorKind`]: the error says which step failed and what to change.
     pub async fn connect(self) -> Result<Pool, Error> {
+        warn_if_pooled(&self.cs);
         let connector = self.connector().await?;
         let manager = Manager {
             connector: connector.clone(),
@@ -344,6 +345,35 @@ impl Options {
     > {
         let connector = self.connector().await?;
         connector.connect().await
+    }
+}
+
+/// Whether `host` is a Neon pooled endpoint (PgBouncer in transaction mode): its first DNS
+/// label ends with `-pooler`, as in `ep-x-pooler.us-east-2.aws.neon.tech`.
+pub(crate) fn is_neon_pooler(host: &str) -> bool {
+    host.split('.')
+        .next()
+        .is_some_and(|label| label.ends_with("-pooler"))
+}
+
+/// Warns (once per process) about session features that break behind a transaction-mode
+/// pooler. The pool itself needs nothing session-level: its recycle check is the socket state
+/// and an empty query, which PgBouncer runs in any mode.
+fn warn_if_pooled(cs: &ConnectionString) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let pooled = cs
+        .hosts()
+        .iter()
+        .any(|h| matches!(h, crate::config::Host::Tcp(name) if is_neon_pooler(name)));
+    if pooled {
+        WARNED.call_once(|| {
+            let options = if cs.options().is_some() {
+                "the startup `options` of this connection string are refused or ignored there; "
+            } else {
+                ""
+            };
+            tracing::warn!(target: "neon_connect", "connecting to a pooled (-pooler) endpoint: PgBouncer in transaction mode; {options}session state (SET, LISTEN, SQL PREPARE, advisory locks, temporary tables) does not survive the transaction: use SET LOCAL, or the direct endpoint for sessions and migrations");
+        });
     }
 }
 
@@ -537,5 +567,20 @@ impl Pool {
     /// The underlying deadpool pool.
     pub fn deadpool(&self) -> &managed::Pool<Manager> {
         &self.inner
+    }
+}
+
+#[cfg(test)]
+mod pooler_tests {
+    #[test]
+    fn neon_pooler_hosts_are_told_by_their_first_label() {
+        assert!(super::is_neon_pooler(
+            "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+        ));
+        assert!(!super::is_neon_pooler(
+            "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
+        ));
+        assert!(!super::is_neon_pooler("ep-x.pooler.example.com"));
+        assert!(!super::is_neon_pooler("ep-x.us-east-2-pooler.aws.neon.tech"));
     }
 }
