@@ -581,6 +581,8 @@ mod pooler_tests {
             "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
         ));
         assert!(!super::is_neon_pooler("ep-x.pooler.example.com"));
-        assert!(!super::is_neon_pooler("ep-x.us-east-2-pooler.aws.neon.tech"));
+        assert!(!super::is_neon_pooler(
+            "ep-x.us-east-2-pooler.aws.neon.tech"
+        ));
     }
 }
