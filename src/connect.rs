@@ -314,7 +314,7 @@ impl Connector {
         }
     }
 
-    fn base_config(&self) -> tokio_postgres::Config {
+    pub(crate) fn base_config(&self) -> tokio_postgres::Config {
         let cs = &self.cs;
         let mut c = tokio_postgres::Config::new();
         if let Some(u) = &cs.user {

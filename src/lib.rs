@@ -37,6 +37,7 @@ pub use deadpool;
 pub use deadpool_postgres;
 pub use rustls;
 pub use tokio_postgres;
+pub use tokio_postgres_rustls;
 
 /// Opens a verified pool from a connection string (URL or `key=value`), with the `PG*`
 /// environment filling what the string leaves out.

@@ -325,6 +325,48 @@ impl Options {
         Ok(pool)
     }
 
+    /// The rustls connector for other tokio-postgres based stacks (bb8-postgres,
+    /// diesel-async, a hand-made pool, `tokio_postgres::Config::connect`), built from the same
+    /// rustls configuration as the pool: the same roots, verification, client certificate and
+    /// TLS versions. Use it with [`Options::tokio_postgres_config`].
+    ///
+    /// Connections made this way skip what only this crate's own connect path does: the check
+    /// for plaintext injected before the TLS handshake, direct TLS (`sslnegotiation=direct`),
+    /// per-host deadlines and retries, and the readable errors.
+    ///
+    /// # Errors
+    /// [`ErrorKind::RootCertificates`] when the roots or client certificate cannot be loaded.
+    pub async fn rustls_connector(
+        &self,
+    ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Error> {
+        let connector = self.connector().await?;
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
+            (*connector.tls_config).clone(),
+        ))
+    }
+
+    /// The connection settings as a [`tokio_postgres::Config`]: every host and port, user,
+    /// password, database, `application_name`, `options`, channel binding, keepalives and the
+    /// connect timeout, with `sslmode=require` (TLS always; certificate verification comes
+    /// from the connector of [`Options::rustls_connector`], not from this mode).
+    ///
+    /// # Errors
+    /// [`ErrorKind::RootCertificates`] as for [`Options::rustls_connector`].
+    pub async fn tokio_postgres_config(&self) -> Result<tokio_postgres::Config, Error> {
+        let connector = self.connector().await?;
+        let mut config = connector.base_config();
+        for (i, host) in self.cs.hosts().iter().enumerate() {
+            match host {
+                crate::config::Host::Tcp(name) => config.host(name),
+                crate::config::Host::Unix(dir) => config.host_path(dir),
+            };
+            config.port(self.cs.port_for(i));
+        }
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        config.connect_timeout(connector.timeout);
+        Ok(config)
+    }
+
     /// Opens one connection without a pool (for tools and migrations). Spawn the returned
     /// connection future (or poll it) to drive the client.
     ///

@@ -42,7 +42,7 @@ async fn axum_service_queries_reports_health_and_shuts_down() {
 async fn run() {
     let server = PgServer::shared();
     // The password comes from a password file, as for services with secrets in `~/.pgpass`:
-    // the URL has none. (The only test in this binary, so setting the environment is safe.)
+    // the URL has none. (The other test of this binary reads no environment.)
     let dir = tempfile::tempdir().unwrap();
     let passfile = dir.path().join("pgpass");
     let escaped = server.password().replace('\\', "\\\\").replace(':', "\\:");
@@ -142,4 +142,57 @@ async fn run() {
     );
     pool.close();
     assert!(pool.get().await.is_err());
+}
+
+/// Other drivers reuse the policy: plain tokio-postgres with `Options::tokio_postgres_config`
+/// and `Options::rustls_connector` connects, and the connector still verifies the certificate.
+#[tokio::test]
+async fn plain_tokio_postgres_with_the_crates_connector() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let server = PgServer::shared();
+        // Parsed without the environment: the other test in this binary changes it.
+        let options = |ca: &std::path::Path| {
+            let url = format!("{}?sslrootcert={}", server.url(), ca.display());
+            neon_connect::Options::from_connection_string(
+                neon_connect::ConnectionString::parse(&url).unwrap(),
+            )
+        };
+        let good = options(server.ca_file());
+        let config = good.tokio_postgres_config().await.unwrap();
+        let (client, connection) = config
+            .connect(good.rustls_connector().await.unwrap())
+            .await
+            .expect("tokio-postgres with our connector");
+        let driver = tokio::spawn(connection);
+        let n: i64 = client
+            .query_one("SELECT $1::int8 + 1", &[&41i64])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 42);
+        drop(client);
+        driver.await.unwrap().unwrap();
+
+        // A CA that did not sign the server's certificate: the connector refuses the server.
+        let dir = tempfile::tempdir().unwrap();
+        let other_ca = dir.path().join("other-ca.pem");
+        let other = neon_connect::testing::TestCa::new("some other CA").unwrap();
+        std::fs::write(&other_ca, other.cert_pem()).unwrap();
+        let bad = options(&other_ca);
+        let Err(err) = bad
+            .tokio_postgres_config()
+            .await
+            .unwrap()
+            .connect(bad.rustls_connector().await.unwrap())
+            .await
+        else {
+            panic!("an unknown CA must be refused");
+        };
+        assert!(
+            format!("{err:?}").to_lowercase().contains("certificate"),
+            "{err:?}"
+        );
+    })
+    .await
+    .expect("the test took over 30 s");
 }
