@@ -32,6 +32,8 @@ pub use pool::{
     DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };
 pub use tls::{TlsInfo, TlsStream, Verification};
+#[cfg(feature = "serde")]
+pub use pool::PoolSettings;
 
 pub use deadpool;
 pub use deadpool_postgres;

@@ -628,3 +628,74 @@ mod pooler_tests {
         ));
     }
 }
+
+/// Pool settings read from configuration (TOML, environment, JSON) with `serde` (feature
+/// `serde`); every field is optional and [`PoolSettings::apply`] changes only those set.
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// let settings = neon_connect::PoolSettings {
+///     pool_size: Some(20),
+///     application_name: Some("billing".into()),
+///     ..Default::default()
+/// };
+/// let options = settings.apply(neon_connect::Options::from_connection_string(
+///     neon_connect::ConnectionString::parse("postgresql://app@db.example.com/app").unwrap(),
+/// ));
+/// assert_eq!(options.connection_string().application_name(), Some("billing"));
+/// # }
+/// ```
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSettings {
+    /// [`Options::pool_size`].
+    pub pool_size: Option<usize>,
+    /// [`Options::wait_timeout`], in seconds.
+    pub wait_timeout_secs: Option<u64>,
+    /// [`Options::connect_timeout`], in seconds.
+    pub connect_timeout_secs: Option<u64>,
+    /// [`Options::recycle_timeout`], in seconds.
+    pub recycle_timeout_secs: Option<u64>,
+    /// [`Options::max_lifetime`], in seconds.
+    pub max_lifetime_secs: Option<u64>,
+    /// [`Options::idle_timeout`], in seconds.
+    pub idle_timeout_secs: Option<u64>,
+    /// [`Options::connect_attempts`].
+    pub connect_attempts: Option<u32>,
+    /// [`Options::application_name`].
+    pub application_name: Option<String>,
+}
+
+#[cfg(feature = "serde")]
+impl PoolSettings {
+    /// `options` with the settings that are set.
+    pub fn apply(&self, mut options: Options) -> Options {
+        let secs = Duration::from_secs;
+        if let Some(n) = self.pool_size {
+            options = options.pool_size(n);
+        }
+        if let Some(s) = self.wait_timeout_secs {
+            options = options.wait_timeout(secs(s));
+        }
+        if let Some(s) = self.connect_timeout_secs {
+            options = options.connect_timeout(secs(s));
+        }
+        if let Some(s) = self.recycle_timeout_secs {
+            options = options.recycle_timeout(secs(s));
+        }
+        if let Some(s) = self.max_lifetime_secs {
+            options = options.max_lifetime(secs(s));
+        }
+        if let Some(s) = self.idle_timeout_secs {
+            options = options.idle_timeout(secs(s));
+        }
+        if let Some(n) = self.connect_attempts {
+            options = options.connect_attempts(n);
+        }
+        if let Some(name) = &self.application_name {
+            options = options.application_name(name.clone());
+        }
+        options
+    }
+}
