@@ -9,6 +9,53 @@
 //! assert_eq!(row.get::<_, i32>(0), 2);
 //! # Ok(()) }
 //! ```
+//!
+//! The first connection is opened and checked before the pool is returned, so a wrong
+//! password, certificate or host fails at startup. Errors ([`Error`]) say what failed, at
+//! which [`Step`], and what to change.
+//!
+//! # Configuration
+//!
+//! [`Options`] starts from a connection string ([`Options::new`]) or from the environment
+//! ([`Options::from_env`]: `DATABASE_URL`, then `PG*`), reads the password file
+//! (`PGPASSFILE` or `~/.pgpass`) when no password is given, and sets what a URL cannot say:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), neon_connect::Error> {
+//! use std::time::Duration;
+//! let pool = neon_connect::Options::from_env()?
+//!     .pool_size(20)
+//!     .wait_timeout(Duration::from_secs(5))
+//!     .connect()
+//!     .await?;
+//! let status = pool.status(); // size, available, waiting, max_size: for health endpoints
+//! # Ok(()) }
+//! ```
+//!
+//! # Pooled endpoints
+//!
+//! Neon `-pooler` hosts are PgBouncer in transaction mode: the pool works there, but session
+//! state (`SET`, `LISTEN`, SQL `PREPARE`, startup `options`) does not survive a transaction;
+//! use `query_typed` or transactions for parameterised queries. A warning is logged once.
+//!
+//! # Other drivers
+//!
+//! [`Options::tokio_postgres_config`] and [`Options::rustls_connector`] give other
+//! tokio-postgres based stacks (bb8, diesel-async, a hand-made pool) the same TLS policy;
+//! [`Options::connect_one`] opens one connection without a pool.
+//!
+//! # Features
+//!
+//! | feature | what it does | default |
+//! |---|---|---|
+//! | `ring` | rustls with the *ring* crypto provider | yes |
+//! | `aws-lc-rs` | rustls with aws-lc-rs | no |
+//! | `webpki-roots` | Mozilla's roots when the system store is empty | no |
+//! | `serde` | `PoolSettings`: pool settings from configuration | no |
+//! | `testing` | `testing`: real TLS-only PostgreSQL servers for tests | no |
+//! | `cli` | the `neon-doctor` program | no |
+//!
+//! The minimum supported Rust version is 1.85.
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
