@@ -105,9 +105,10 @@ async fn secrets_never_leak() {
         assert_clean("Error Display", &format!("{err} {err:#} {}", err.report()));
         assert_clean("Error Debug", &format!("{err:?} {err:#?}"));
         // What `unwrap()` would print in a panic.
-        let panic =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Err::<(), _>(err).unwrap()))
-                .unwrap_err();
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::hint::black_box(Err::<(), _>(err)).unwrap()
+        }))
+        .unwrap_err();
         let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(!message.is_empty());
         assert_clean("panic message", &message);
