@@ -1,6 +1,8 @@
 //! Attacks by scripted hostile peers on 127.0.0.1 (see `neon_connect::testing::hostile`).
 
-use neon_connect::testing::hostile::{Answer, HostilePeer, InterceptingRelay};
+use neon_connect::testing::hostile::{
+    Answer, DirectTlsWithoutAlpn, HostilePeer, InterceptingRelay,
+};
 use neon_connect::testing::PgServer;
 use neon_connect::{ConnectionString, Options};
 use std::time::Duration;
@@ -216,4 +218,23 @@ async fn tls_protocol_version_bounds_are_applied() {
     .expect_err("no common version");
     let text = format!("{err:#}");
     assert!(text.contains("ssl_min_protocol_version"), "{text}");
+}
+
+#[tokio::test]
+async fn direct_tls_without_alpn_is_refused() {
+    let peer = DirectTlsWithoutAlpn::start().await.unwrap();
+    let q = format!(
+        "sslmode=verify-full&sslnegotiation=direct&sslrootcert={}",
+        ca()
+    );
+    let err = connect(&url(peer.port(), &q))
+        .await
+        .expect_err("must be refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(
+            "direct SSL connection was established without ALPN protocol negotiation extension"
+        ),
+        "{text}"
+    );
 }

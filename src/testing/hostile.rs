@@ -192,3 +192,58 @@ impl Drop for InterceptingRelay {
         self.task.abort();
     }
 }
+
+/// A peer that accepts TLS at once (direct TLS, no SSLRequest) with a certificate for
+/// `localhost` from [`TestCa::shared`] but negotiates no ALPN protocol, which a
+/// `sslnegotiation=direct` client must refuse. Stops when dropped.
+#[derive(Debug)]
+pub struct DirectTlsWithoutAlpn {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DirectTlsWithoutAlpn {
+    /// Starts the peer on a free port. Call from within a tokio runtime.
+    ///
+    /// # Errors
+    /// When the certificate cannot be made or the port cannot be bound.
+    pub async fn start() -> io::Result<DirectTlsWithoutAlpn> {
+        let (cert, key) = TestCa::shared().issue(&LeafSpec::server())?;
+        let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+        let key = rustls_pemfile::private_key(&mut key.as_bytes())?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no key"))?;
+        // No `alpn_protocols`: rustls then ignores the client's ALPN offer.
+        let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(io::Error::other)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(tokio::time::timeout(Duration::from_secs(5), async move {
+                    if let Ok(mut tls) = acceptor.accept(s).await {
+                        let mut buf = [0u8; 1024];
+                        let _ = tls.read(&mut buf).await;
+                    }
+                }));
+            }
+        });
+        Ok(DirectTlsWithoutAlpn { port, task })
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for DirectTlsWithoutAlpn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
