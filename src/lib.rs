@@ -73,14 +73,14 @@ pub use config::ConnectionString;
 pub use connect::{ConnectionInfo, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT};
 pub use diagnostics::troubleshooting_table;
 pub use error::{Error, ErrorKind, Step};
+#[cfg(feature = "serde")]
+pub use pool::PoolSettings;
 pub use pool::{
     Client, Manager, Options, Pool, PooledConnection, DEFAULT_APPLICATION_NAME,
     DEFAULT_CHECK_AFTER_IDLE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE,
     DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };
 pub use tls::{TlsInfo, TlsStream, Verification};
-#[cfg(feature = "serde")]
-pub use pool::PoolSettings;
 
 pub use deadpool;
 pub use deadpool_postgres;
