@@ -162,7 +162,7 @@ impl Connector {
                 attempt,
                 host = tracing::field::Empty,
                 addr = tracing::field::Empty,
-                sslmode = sslmode_name(self.cs.sslmode),
+                sslmode = self.cs.sslmode.map_or("default (verify-full)", |m| m.as_str()),
                 verification = %self.policy.verification,
                 negotiation = if self.policy.direct { "direct" } else { "postgres" },
             );
@@ -469,20 +469,6 @@ impl Connector {
                 },
             )),
         }
-    }
-}
-
-/// `sslmode` as written (`None`: not given, so `verify-full`), for tracing.
-fn sslmode_name(mode: Option<crate::config::SslMode>) -> &'static str {
-    use crate::config::SslMode as M;
-    match mode {
-        None => "default (verify-full)",
-        Some(M::Disable) => "disable",
-        Some(M::Allow) => "allow",
-        Some(M::Prefer) => "prefer",
-        Some(M::Require) => "require",
-        Some(M::VerifyCa) => "verify-ca",
-        Some(M::VerifyFull) => "verify-full",
     }
 }
 

@@ -61,6 +61,22 @@
 pub mod hostile;
 pub mod neon;
 
+/// A TLS acceptor for scripted peers: a certificate for `localhost` and `127.0.0.1` from the
+/// shared (trusted) test CA, no ALPN, no client authentication.
+fn localhost_tls_acceptor() -> io::Result<tokio_rustls::TlsAcceptor> {
+    let (cert, key) = TestCa::shared().issue(&LeafSpec::server())?;
+    let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut key.as_bytes())?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no key"))?;
+    let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(io::Error::other)?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;

@@ -142,7 +142,7 @@ impl TlsPolicy {
         {
             return Err(policy_err(format!(
                 "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
-                sslmode_name(mode)
+                mode.as_str()
             ))
             .with_help(
                 "write `sslmode=verify-full`, or leave sslmode out: with `sslrootcert=system` \
@@ -153,7 +153,7 @@ impl TlsPolicy {
         if direct && matches!(mode, SslMode::Allow | SslMode::Prefer | SslMode::Disable) {
             return Err(policy_err(format!(
                 "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \"require\", \"verify-ca\", or \"verify-full\")",
-                sslmode_name(mode)
+                mode.as_str()
             ))
             .with_help("write `sslmode=verify-full` (or `require`) next to `sslnegotiation=direct`"));
         }
@@ -163,7 +163,7 @@ impl TlsPolicy {
                 &format!(
                     "sslmode={} is treated as `require`: the connection is always encrypted and \
                      never falls back to plaintext; use `verify-full` to also check the server's identity",
-                    sslmode_name(mode)
+                    mode.as_str()
                 ),
             );
         }
@@ -317,17 +317,6 @@ fn key_path_display(pair: &Option<(PathBuf, PathBuf)>) -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn sslmode_name(mode: SslMode) -> &'static str {
-    match mode {
-        SslMode::Disable => "disable",
-        SslMode::Allow => "allow",
-        SslMode::Prefer => "prefer",
-        SslMode::Require => "require",
-        SslMode::VerifyCa => "verify-ca",
-        SslMode::VerifyFull => "verify-full",
-    }
 }
 
 /// libpq's default root certificate file, when it exists.

@@ -3,7 +3,6 @@
 //! TLS request with an error, and a TLS-terminating relay (a man in the middle holding a
 //! certificate the client trusts).
 
-use super::{LeafSpec, TestCa};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,16 +112,6 @@ impl InterceptingRelay {
     /// When the certificate cannot be made or the port cannot be bound.
     pub async fn start(upstream: u16, upstream_ca_pem: &str) -> io::Result<InterceptingRelay> {
         let provider = crate::tls::provider();
-        let (cert, key) = TestCa::shared().issue(&LeafSpec::server())?;
-        let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pemfile::private_key(&mut key.as_bytes())?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no key"))?;
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(io::Error::other)?;
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut upstream_ca_pem.as_bytes()) {
             roots.add(c?).map_err(io::Error::other)?;
@@ -132,7 +121,7 @@ impl InterceptingRelay {
             .map_err(io::Error::other)?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let acceptor = super::localhost_tls_acceptor()?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
@@ -208,18 +197,8 @@ impl DirectTlsWithoutAlpn {
     /// # Errors
     /// When the certificate cannot be made or the port cannot be bound.
     pub async fn start() -> io::Result<DirectTlsWithoutAlpn> {
-        let (cert, key) = TestCa::shared().issue(&LeafSpec::server())?;
-        let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pemfile::private_key(&mut key.as_bytes())?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no key"))?;
         // No `alpn_protocols`: rustls then ignores the client's ALPN offer.
-        let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(io::Error::other)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = super::localhost_tls_acceptor()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let task = tokio::spawn(async move {

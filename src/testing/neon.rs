@@ -7,7 +7,6 @@
 //! [`Script`]. Like Neon, a client that sent no SNI (an IP address host) is first asked for a
 //! cleartext password and then told that the endpoint ID is not specified.
 
-use super::{LeafSpec, TestCa};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,17 +61,7 @@ impl FakeNeonProxy {
     /// # Errors
     /// When the certificate cannot be made or the port cannot be bound.
     pub async fn start(script: Script) -> io::Result<FakeNeonProxy> {
-        let (cert, key) = TestCa::shared().issue(&LeafSpec::server())?;
-        let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = rustls_pemfile::private_key(&mut key.as_bytes())?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no key"))?;
-        let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(io::Error::other)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = super::localhost_tls_acceptor()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let connections = Arc::new(AtomicUsize::new(0));
