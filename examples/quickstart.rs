@@ -99,6 +99,9 @@ async fn run(url: &str) -> Result<(), neon_connect::Error> {
                 (_, None) => "not possible with this certificate's signature algorithm".to_string(),
             };
             println!("channel binding:   {binding}");
+            if let Some(method) = info.authentication {
+                println!("authentication:    {method}");
+            }
         }
         None => println!("TLS:               not used (Unix socket)"),
     }

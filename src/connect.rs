@@ -54,6 +54,10 @@ pub struct ConnectionInfo {
     /// How many attempts opening it took: 1 when the first one succeeded (see
     /// [`DEFAULT_CONNECT_ATTEMPTS`]).
     pub attempts: u32,
+    /// The authentication method used, as seen on the wire: `SCRAM-SHA-256-PLUS (with channel
+    /// binding)`, `SCRAM-SHA-256 (without channel binding)`, `MD5`, `password (cleartext,
+    /// inside TLS)` or `trust (no password asked)`. `None` over a Unix socket.
+    pub authentication: Option<&'static str>,
 }
 
 /// A connection and what it negotiated.
@@ -244,41 +248,12 @@ impl Connector {
             (Some(Host::Tcp(name)), Some(ip)) => (name.clone(), vec![ip]),
             (None, Some(ip)) => (ip.to_string(), vec![ip]),
             (Some(Host::Tcp(name)), None) => {
-                let label = host_label(name, port);
-                let lookup =
-                    tokio::time::timeout(deadline, tokio::net::lookup_host((name.as_str(), port)));
-                let result = lookup.await;
-                tracing::trace!(target: "neon_connect", step = "dns", elapsed_ms = started.elapsed().as_millis() as u64, ok = matches!(result, Ok(Ok(_))), "resolved {name}");
-                match result {
-                    Err(_) => return Err(diagnostics::timeout(&label, Some(Step::Dns), deadline)),
-                    Ok(Err(e)) => {
-                        // "Temporary failure in name resolution" (EAI_AGAIN) can pass; an
-                        // unknown name (a typo) cannot.
-                        let temporary = e.to_string().contains("Temporary failure");
-                        return Err(Error::new(
-                            ErrorKind::Dns,
-                            format!("could not resolve the host name \"{name}\""),
-                        )
-                        .with_step(Step::Dns)
-                        .with_host(label)
-                        .with_help("check the host name for typos (copy it again from your provider's console) and this machine's DNS")
-                        .retryable(temporary)
-                        .with_source(e));
-                    }
-                    Ok(Ok(addrs)) => (name.clone(), dedup(addrs.map(|a: SocketAddr| a.ip()))),
-                }
+                let result = resolve(name, port, deadline).await;
+                tracing::trace!(target: "neon_connect", step = "dns", elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "resolved {name}");
+                (name.clone(), result?)
             }
             (None, None) => unreachable!("count covers hosts and hostaddrs"),
         };
-        if addrs.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Dns,
-                format!("the host name \"{name}\" has no addresses"),
-            )
-            .with_step(Step::Dns)
-            .with_host(host_label(&name, port))
-            .with_help("check the host name and this machine's DNS"));
-        }
         let mut last = None;
         for ip in addrs {
             let remaining = deadline.saturating_sub(started.elapsed());
@@ -420,6 +395,7 @@ impl Connector {
                         == Some(ChannelBinding::Require),
                     elapsed: started.elapsed(),
                     attempts: 1,
+                    authentication: probe.authentication(),
                 },
             )),
         }
@@ -466,8 +442,49 @@ impl Connector {
                     channel_binding_required: false,
                     elapsed: started.elapsed(),
                     attempts: 1,
+                    authentication: None,
                 },
             )),
+        }
+    }
+}
+
+/// Resolves `name` within `deadline`: its addresses in the resolver's order, without
+/// duplicates, or a [`Step::Dns`] error that says what to check.
+pub(crate) async fn resolve(
+    name: &str,
+    port: u16,
+    deadline: Duration,
+) -> Result<Vec<IpAddr>, Error> {
+    let label = host_label(name, port);
+    match tokio::time::timeout(deadline, tokio::net::lookup_host((name, port))).await {
+        Err(_) => Err(diagnostics::timeout(&label, Some(Step::Dns), deadline)),
+        Ok(Err(e)) => {
+            // "Temporary failure in name resolution" (EAI_AGAIN) can pass; an unknown name
+            // (a typo) cannot.
+            let temporary = e.to_string().contains("Temporary failure");
+            Err(Error::new(
+                ErrorKind::Dns,
+                format!("could not resolve the host name \"{name}\""),
+            )
+            .with_step(Step::Dns)
+            .with_host(label)
+            .with_help("check the host name for typos (copy it again from your provider's console) and this machine's DNS")
+            .retryable(temporary)
+            .with_source(e))
+        }
+        Ok(Ok(addrs)) => {
+            let addrs = dedup(addrs.map(|a: SocketAddr| a.ip()));
+            if addrs.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Dns,
+                    format!("the host name \"{name}\" has no addresses"),
+                )
+                .with_step(Step::Dns)
+                .with_host(label)
+                .with_help("check the host name and this machine's DNS"));
+            }
+            Ok(addrs)
         }
     }
 }
@@ -510,7 +527,7 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-fn host_label(name: &str, port: u16) -> String {
+pub(crate) fn host_label(name: &str, port: u16) -> String {
     if name.contains(':') {
         format!("[{name}]:{port}")
     } else {

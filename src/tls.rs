@@ -686,21 +686,142 @@ pub struct TlsInfo {
     pub peer_certificates: Vec<CertificateDer<'static>>,
 }
 
-/// Per-attempt progress, so a timeout or failure can name the step it happened at.
+/// Per-attempt progress, so a timeout or failure can name the step it happened at, and what
+/// the attempt negotiated.
 #[derive(Debug, Default)]
 pub(crate) struct Probe {
-    state: Mutex<(Option<Step>, Option<TlsInfo>)>,
+    state: Mutex<ProbeState>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    step: Option<Step>,
+    tls: Option<TlsInfo>,
+    authentication: Option<&'static str>,
 }
 
 impl Probe {
     pub(crate) fn set_step(&self, step: Step) {
-        lock(&self.state).0 = Some(step);
+        lock(&self.state).step = Some(step);
     }
     pub(crate) fn step(&self) -> Option<Step> {
-        lock(&self.state).0
+        lock(&self.state).step
     }
     pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
-        lock(&self.state).1.clone()
+        lock(&self.state).tls.clone()
+    }
+    /// The authentication method the server asked for (and, for SASL, the mechanism the
+    /// client chose), once authentication has finished.
+    pub(crate) fn authentication(&self) -> Option<&'static str> {
+        lock(&self.state).authentication
+    }
+}
+
+/// Watches the first protocol messages on a new connection, only until authentication ends,
+/// to learn the method used: the server's `AuthenticationRequest` codes, and for SASL the
+/// mechanism name at the start of the client's `SASLInitialResponse`. Nothing else of the
+/// traffic is looked at or kept (no password, no SCRAM data).
+struct AuthSniffer {
+    probe: Arc<Probe>,
+    /// The header of the server message being read: type, length and (for `R`) the code.
+    header: [u8; 9],
+    have: usize,
+    /// Body bytes of the current server message still to skip.
+    skip: usize,
+    /// The method asked for so far.
+    method: Option<&'static str>,
+    /// The server asked for SASL: the client's next message names the mechanism.
+    sasl_pending: bool,
+}
+
+impl AuthSniffer {
+    fn new(probe: Arc<Probe>) -> Box<AuthSniffer> {
+        Box::new(AuthSniffer {
+            probe,
+            header: [0; 9],
+            have: 0,
+            skip: 0,
+            method: None,
+            sasl_pending: false,
+        })
+    }
+
+    /// Feeds bytes read from the server; returns true when authentication is over.
+    fn read(&mut self, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let need = if self.have > 0 && self.header[0] == b'R' {
+                9
+            } else {
+                5
+            };
+            let n = (need - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have < need {
+                continue;
+            }
+            if need == 5 && self.header[0] == b'R' {
+                continue; // read the code too
+            }
+            let len = u32::from_be_bytes([
+                self.header[1],
+                self.header[2],
+                self.header[3],
+                self.header[4],
+            ]) as usize;
+            self.have = 0;
+            self.skip = len.saturating_sub(need - 1);
+            match self.header[0] {
+                b'R' => {
+                    let code = u32::from_be_bytes([
+                        self.header[5],
+                        self.header[6],
+                        self.header[7],
+                        self.header[8],
+                    ]);
+                    match code {
+                        0 => {
+                            let method = self.method.unwrap_or("trust (no password asked)");
+                            lock(&self.probe.state).authentication = Some(method);
+                            return true;
+                        }
+                        3 => self.method = Some("password (cleartext, inside TLS)"),
+                        5 => self.method = Some("MD5"),
+                        10 => {
+                            self.method = Some("SASL");
+                            self.sasl_pending = true;
+                        }
+                        _ => {}
+                    }
+                }
+                // An error ends authentication; the error itself is reported elsewhere.
+                b'E' => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// Looks at bytes the client writes: only the mechanism name of `SASLInitialResponse`.
+    fn write(&mut self, data: &[u8]) {
+        if !self.sasl_pending || data.first() != Some(&b'p') || data.len() < 5 {
+            return;
+        }
+        self.sasl_pending = false;
+        let name = &data[5..];
+        let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+        self.method = match name {
+            b"SCRAM-SHA-256-PLUS" => Some("SCRAM-SHA-256-PLUS (with channel binding)"),
+            b"SCRAM-SHA-256" => Some("SCRAM-SHA-256 (without channel binding)"),
+            _ => Some("SASL"),
+        };
     }
 }
 
@@ -839,12 +960,13 @@ where
             };
             {
                 let mut state = lock(&self.probe.state);
-                state.0 = Some(Step::Authentication);
-                state.1 = Some(info);
+                state.step = Some(Step::Authentication);
+                state.tls = Some(info);
             }
             Ok(TlsStream {
                 inner: tls,
                 binding: binding.map(|(_, d)| d),
+                sniff: Some(AuthSniffer::new(self.probe.clone())),
             })
         })
     }
@@ -900,6 +1022,8 @@ fn binding_digest(leaf: &CertificateDer<'_>) -> Option<(&'static str, Digest)> {
 pub struct TlsStream<S> {
     inner: tokio_rustls::client::TlsStream<S>,
     binding: Option<Digest>,
+    /// Until authentication ends: learns the method used (see [`AuthSniffer`]).
+    sniff: Option<Box<AuthSniffer>>,
 }
 
 impl<S> fmt::Debug for TlsStream<S> {
@@ -932,7 +1056,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(sniff) = &mut self.sniff {
+            if sniff.read(&buf.filled()[before..]) {
+                self.sniff = None;
+            }
+        }
+        poll
     }
 }
 
@@ -942,6 +1073,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(sniff) = &mut self.sniff {
+            sniff.write(buf);
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -955,6 +1089,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(sniff) = &mut self.sniff {
+            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+                sniff.write(first);
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

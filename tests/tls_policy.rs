@@ -320,7 +320,27 @@ async fn channel_binding_require_works_against_scram() {
         info.tls.as_ref().unwrap().channel_binding_digest,
         Some("SHA-256")
     );
+    assert_eq!(
+        info.authentication,
+        Some("SCRAM-SHA-256-PLUS (with channel binding)")
+    );
     assert_eq!(select_one(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn the_authentication_method_is_reported_as_seen_on_the_wire() {
+    let s = setup();
+    // channel_binding=disable: plain SCRAM; the default (prefer) uses the binding.
+    let pool = connect(&url(s, "channel_binding=disable")).await.unwrap();
+    assert_eq!(
+        pool.info().unwrap().authentication,
+        Some("SCRAM-SHA-256 (without channel binding)")
+    );
+    let pool = connect(&url(s, "")).await.unwrap();
+    assert_eq!(
+        pool.info().unwrap().authentication,
+        Some("SCRAM-SHA-256-PLUS (with channel binding)")
+    );
 }
 
 #[tokio::test]
