@@ -39,6 +39,10 @@ pub(crate) static CATALOGUE: &[Diagnosis] = catalogue![
         "the server at \"host:5432\" answered the TLS request with an error",
         "an error before encryption may be forged by anyone on the path (CVE-2024-10977), so its text is not shown; often the server is overloaded or restarting",
         "try again; if it persists, check the server's log (too many connections, restarts)";
+    "not-postgres", TlsRefused, false,
+        "the server at \"host:5432\" answered the TLS request with 'H', which no PostgreSQL server sends",
+        "another program (a web server, a load balancer) listens on this port; found by `neon-doctor`, which reads the answer tokio-postgres hides",
+        "check the port (PostgreSQL's is 5432) and that the host is the database, not a web or API endpoint";
     "tls-injected-plaintext", TlsRefused, false,
         "received unencrypted data after SSL response from \"host:5432\"",
         "bytes arrived between the server's `S` and the TLS handshake: unencrypted, so possibly injected (CVE-2021-23222)",
@@ -375,7 +379,7 @@ fn step_name(cx: &Context<'_>) -> &'static str {
     cx.step.map_or("connection setup", Step::as_str)
 }
 
-fn classify_io(io: &io::Error, cx: &Context<'_>) -> Error {
+pub(crate) fn classify_io(io: &io::Error, cx: &Context<'_>) -> Error {
     let host = cx.host;
     match io.kind() {
         io::ErrorKind::ConnectionRefused => diagnose(
@@ -412,7 +416,7 @@ fn classify_io(io: &io::Error, cx: &Context<'_>) -> Error {
     }
 }
 
-fn classify_rustls(tls: &rustls::Error, cx: &Context<'_>) -> Error {
+pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &Context<'_>) -> Error {
     use rustls::CertificateError as C;
     let host = cx.host;
     let roots = cx
@@ -435,7 +439,8 @@ fn classify_rustls(tls: &rustls::Error, cx: &Context<'_>) -> Error {
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 let presented = match c {
                     C::NotValidForNameContext { presented, .. } if !presented.is_empty() => {
-                        format!("; it is valid for {}", presented.join(", "))
+                        let names: Vec<&str> = presented.iter().map(|p| presented_name(p)).collect();
+                        format!("; it is valid for {}", names.join(", "))
                     }
                     _ => String::new(),
                 };
@@ -492,6 +497,16 @@ fn classify_rustls(tls: &rustls::Error, cx: &Context<'_>) -> Error {
         other => diagnose("tls-handshake", format!("the TLS handshake with \"{host}\" failed: {other}"))
             .with_step(Step::TlsHandshake),
     }
+}
+
+/// A name from rustls' `NotValidForNameContext::presented` (`DnsName("a.example")`,
+/// `IpAddress(10.0.0.1)`) as a person writes it.
+fn presented_name(p: &str) -> &str {
+    let inner = p
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(p);
+    inner.trim_matches('"')
 }
 
 /// The Neon endpoint ID in a host name: its first label without `-pooler`.

@@ -62,6 +62,9 @@
 pub mod config;
 mod connect;
 mod diagnostics;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod doctor;
 pub mod error;
 mod pgpass;
 mod pool;

@@ -259,7 +259,7 @@ impl Options {
 
     /// Builds the connector (policy, root store, rustls configuration) off the async runtime's
     /// worker threads: it may read certificate files the first time.
-    async fn connector(&self) -> Result<Arc<Connector>, Error> {
+    pub(crate) async fn connector(&self) -> Result<Arc<Connector>, Error> {
         self.validate()?;
         let cs = self.cs.clone();
         let roots = self.roots.clone();

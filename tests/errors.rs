@@ -51,7 +51,7 @@ async fn wrong_host_expired_ca_as_leaf() {
     assert_eq!(err.diagnosis(), Some("certificate-wrong-name"));
     assert_eq!(
         err.to_string(),
-        format!("the certificate of \"localhost:{}\" is not valid for the name \"localhost\"; it is valid for DnsName(\"wrong.example.com\")\nhelp: connect with a host name the certificate holds (not an IP address or an alias); `hostaddr` can pin the address while `host` keeps the name", wrong.port())
+        format!("the certificate of \"localhost:{}\" is not valid for the name \"localhost\"; it is valid for wrong.example.com\nhelp: connect with a host name the certificate holds (not an IP address or an alias); `hostaddr` can pin the address while `host` keeps the name", wrong.port())
     );
 
     let expired = variant(CertKind::Expired);
