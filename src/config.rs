@@ -280,7 +280,7 @@ pub(crate) static KEYS: &[KeyInfo] = keys![
     "sslrootcert", Some("PGSSLROOTCERT"), "the system store", "PEM file of trusted roots, or `system` for the system store";
     "sslcert", Some("PGSSLCERT"), "(none)", "client certificate (PEM)";
     "sslkey", Some("PGSSLKEY"), "(none)", "client private key (PEM; must not be readable by group or others)";
-    "sslnegotiation", Some("PGSSLNEGOTIATION"), "postgres", "`postgres` (SSLRequest first) or `direct` (TLS at once, ALPN `postgresql`; PostgreSQL 17+, Neon)";
+    "sslnegotiation", Some("PGSSLNEGOTIATION"), "postgres; direct for `*.neon.tech` hosts (falls back once per host)", "`postgres` (SSLRequest first) or `direct` (TLS at once, ALPN `postgresql`; PostgreSQL 17+, Neon); written out, no fallback";
     "sslsni", Some("PGSSLSNI"), "1", "`1` sends the host name in TLS (SNI; Neon needs it), `0` does not";
     "ssl_min_protocol_version", Some("PGSSLMINPROTOCOLVERSION"), "TLSv1.2", "`TLSv1.2` or `TLSv1.3` (`TLSv1`/`TLSv1.1` mean TLSv1.2: rustls goes no lower)";
     "ssl_max_protocol_version", Some("PGSSLMAXPROTOCOLVERSION"), "(none)", "`TLSv1.2` or `TLSv1.3`";

@@ -75,6 +75,9 @@ pub(crate) struct Connector {
     pub(crate) timeout: Duration,
     /// At most this many attempts per connection (at least 1).
     pub(crate) max_attempts: u32,
+    /// With automatic direct TLS (Neon hosts): the TLS-request policy for hosts that turn
+    /// out not to speak direct TLS.
+    fallback: Option<(Arc<TlsPolicy>, Arc<ClientConfig>)>,
 }
 
 impl Connector {
@@ -92,12 +95,20 @@ impl Connector {
         let policy = TlsPolicy::resolve(&cs, custom_roots)?;
         let tls_config = policy.client_config()?;
         let timeout = cs.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let fallback = if policy.auto_direct {
+            let plain = policy.without_direct();
+            let config = plain.client_config()?;
+            Some((Arc::new(plain), config))
+        } else {
+            None
+        };
         Ok(Connector {
             cs,
             policy: Arc::new(policy),
             tls_config,
             timeout,
             max_attempts: DEFAULT_CONNECT_ATTEMPTS,
+            fallback,
         })
     }
 
@@ -347,8 +358,85 @@ impl Connector {
         }
     }
 
+    /// One address. With automatic direct TLS, a server that does not speak it (it hangs up
+    /// or garbles the handshake) is tried again at once with the TLS request, and the host is
+    /// remembered for the rest of the process. Both ways are TLS with the same verification.
     async fn attempt_tcp(
         &self,
+        name: &str,
+        ip: IpAddr,
+        port: u16,
+        remaining: Duration,
+        deadline: Duration,
+        started: Instant,
+    ) -> Result<Connected, Error> {
+        let Some((plain, plain_config)) = &self.fallback else {
+            return self
+                .attempt_with(
+                    &self.policy,
+                    &self.tls_config,
+                    name,
+                    ip,
+                    port,
+                    remaining,
+                    deadline,
+                    started,
+                )
+                .await;
+        };
+        let key = host_label(name, port);
+        if no_direct_tls(&key, None) {
+            return self
+                .attempt_with(
+                    plain,
+                    plain_config,
+                    name,
+                    ip,
+                    port,
+                    remaining,
+                    deadline,
+                    started,
+                )
+                .await;
+        }
+        match self
+            .attempt_with(
+                &self.policy,
+                &self.tls_config,
+                name,
+                ip,
+                port,
+                remaining,
+                deadline,
+                started,
+            )
+            .await
+        {
+            Err(e) if direct_unsupported(&e) => {
+                no_direct_tls(&key, Some(true));
+                tracing::info!(target: "neon_connect", host = %key, "direct TLS failed ({}); using the TLS request for this host from now on", e.message());
+                let remaining = deadline.saturating_sub(started.elapsed());
+                self.attempt_with(
+                    plain,
+                    plain_config,
+                    name,
+                    ip,
+                    port,
+                    remaining,
+                    deadline,
+                    started,
+                )
+                .await
+            }
+            other => other,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_with(
+        &self,
+        policy: &Arc<TlsPolicy>,
+        tls_config: &Arc<ClientConfig>,
         name: &str,
         ip: IpAddr,
         port: u16,
@@ -362,7 +450,7 @@ impl Connector {
         let mut config = self.base_config();
         config.host(name).hostaddr(ip).port(port);
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
-        config.ssl_negotiation(if self.policy.direct {
+        config.ssl_negotiation(if policy.direct {
             tokio_postgres::config::SslNegotiation::Direct
         } else {
             tokio_postgres::config::SslNegotiation::Postgres
@@ -371,13 +459,18 @@ impl Connector {
         let label = host_label(name, port);
         let probe = Arc::new(Probe::default());
         probe.set_step(Step::Tcp);
-        let result = tokio::time::timeout(remaining, config.connect(self.make_tls(&probe))).await;
+        let make_tls = MakeTls {
+            config: tls_config.clone(),
+            policy: policy.clone(),
+            probe: probe.clone(),
+        };
+        let result = tokio::time::timeout(remaining, config.connect(make_tls)).await;
         let cx = Context {
             host: &label,
             hostname: name,
             user: self.cs.user.as_deref(),
             step: probe.step(),
-            policy: Some(&self.policy),
+            policy: Some(policy),
             tls: probe.tls_info(),
             options: self.cs.options.as_deref(),
         };
@@ -487,6 +580,32 @@ pub(crate) async fn resolve(
             Ok(addrs)
         }
     }
+}
+
+/// Whether a failure of automatic direct TLS says the server does not speak it: it hung up,
+/// reset or garbled the TLS handshake, or answered without ALPN `postgresql`. Certificate
+/// failures and timeouts are not retried this way (the TLS request would meet the same).
+fn direct_unsupported(e: &Error) -> bool {
+    e.step() == Some(Step::TlsHandshake)
+        && matches!(
+            e.diagnosis(),
+            Some("tls-direct-unsupported" | "tls-alpn" | "tls-handshake")
+        )
+}
+
+/// Hosts (`host:port`) found not to speak direct TLS in this process. With `set`, records
+/// `host`; returns whether it is recorded.
+fn no_direct_tls(host: &str, set: Option<bool>) -> bool {
+    static HOSTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let mut hosts = HOSTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if set == Some(true) {
+        hosts.insert(host.to_string());
+    }
+    hosts.contains(host)
 }
 
 /// Failures that mean the settings are wrong: the same for every host and every attempt.

@@ -51,6 +51,10 @@ pub(crate) static CATALOGUE: &[Diagnosis] = catalogue![
         "direct SSL connection was established without ALPN protocol negotiation extension",
         "`sslnegotiation=direct` needs a server that speaks direct TLS for PostgreSQL and answers ALPN `postgresql`",
         "remove `sslnegotiation=direct` (the server needs PostgreSQL 17+ or Neon's proxy for it)";
+    "tls-direct-unsupported", TlsHandshake, false,
+        "the server at \"host:5432\" hung up on direct TLS: it does not speak it",
+        "`sslnegotiation=direct` starts TLS without the TLS request; servers before PostgreSQL 17 (and most poolers) read the TLS hello as a malformed startup packet and hang up",
+        "remove `sslnegotiation=direct` (direct TLS needs PostgreSQL 17+ or Neon's proxy; for Neon hosts neon-connect uses it by default and falls back by itself)";
     "tls-handshake", TlsHandshake, false,
         "the TLS handshake with \"host:5432\" failed",
         "the server aborted or garbled the handshake (protocol versions, a client certificate it wants, not a TLS server)",
@@ -381,6 +385,20 @@ fn step_name(cx: &Context<'_>) -> &'static str {
 
 pub(crate) fn classify_io(io: &io::Error, cx: &Context<'_>) -> Error {
     let host = cx.host;
+    let hung_up = matches!(
+        io.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    );
+    if hung_up && cx.step == Some(Step::TlsHandshake) && cx.policy.is_some_and(|p| p.direct) {
+        return diagnose(
+            "tls-direct-unsupported",
+            format!("the server at \"{host}\" hung up on direct TLS: it does not speak it"),
+        )
+        .with_step(Step::TlsHandshake);
+    }
     match io.kind() {
         io::ErrorKind::ConnectionRefused => diagnose(
             "network-refused",

@@ -64,7 +64,11 @@ pub struct Options {
     roots: Option<Arc<Vec<CertificateDer<'static>>>>,
     health: Health,
     connect_attempts: u32,
+    /// The last connector built, reused by `connect_one` while the settings stay the same.
+    cached: Arc<std::sync::Mutex<Option<CachedConnector>>>,
 }
+
+type CachedConnector = (Option<Arc<Vec<CertificateDer<'static>>>>, Arc<Connector>);
 
 /// When an idle connection is replaced rather than handed out.
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +145,7 @@ impl Options {
                 check_after_idle: DEFAULT_CHECK_AFTER_IDLE,
             },
             connect_attempts: crate::connect::DEFAULT_CONNECT_ATTEMPTS,
+            cached: Arc::default(),
         }
     }
 
@@ -258,9 +263,27 @@ impl Options {
     }
 
     /// Builds the connector (policy, root store, rustls configuration) off the async runtime's
-    /// worker threads: it may read certificate files the first time.
+    /// worker threads: it may read certificate files the first time. Reused while these
+    /// options are unchanged, so repeated `connect_one` calls do no per-connection setup.
     pub(crate) async fn connector(&self) -> Result<Arc<Connector>, Error> {
         self.validate()?;
+        let same_roots = |r: &Option<Arc<Vec<CertificateDer<'static>>>>| match (r, &self.roots) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if let Some((roots, c)) = &*self.cached.lock().unwrap_or_else(|e| e.into_inner()) {
+            if same_roots(roots) && c.cs == self.cs && c.max_attempts == self.connect_attempts {
+                return Ok(c.clone());
+            }
+        }
+        let connector = self.build_connector().await?;
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((self.roots.clone(), connector.clone()));
+        Ok(connector)
+    }
+
+    async fn build_connector(&self) -> Result<Arc<Connector>, Error> {
         let cs = self.cs.clone();
         let roots = self.roots.clone();
         let attempts = self.connect_attempts;

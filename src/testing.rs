@@ -544,6 +544,10 @@ pub struct ServerOptions {
     pub password: String,
     /// A database created for the tests (default `neondb`).
     pub dbname: String,
+    /// The directory of the PostgreSQL binaries (`initdb`, `postgres`, `psql`); default: see
+    /// the module docs (`$NEON_CONNECT_PG_BIN`, then `/usr/lib/postgresql/<version>/bin`).
+    /// Lets one process run servers of several versions.
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -556,6 +560,7 @@ impl Default for ServerOptions {
             user: "neon".to_owned(),
             password: "npg_TestSecret42".to_owned(),
             dbname: "neondb".to_owned(),
+            bin_dir: None,
         }
     }
 }
@@ -609,6 +614,13 @@ impl ServerOptions {
         self.dbname = dbname.into();
         self
     }
+
+    /// Sets [`ServerOptions::bin_dir`].
+    #[must_use]
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> ServerOptions {
+        self.bin_dir = Some(dir.into());
+        self
+    }
 }
 
 impl fmt::Debug for ServerOptions {
@@ -621,6 +633,7 @@ impl fmt::Debug for ServerOptions {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("dbname", &self.dbname)
+            .field("bin_dir", &self.bin_dir)
             .finish()
     }
 }
@@ -660,6 +673,7 @@ pub struct PgServer {
     cert_file: PathBuf,
     key_file: PathBuf,
     ca_file: PathBuf,
+    bin_dir: PathBuf,
     state: Mutex<State>,
     // Declared last so that it is removed after `Drop::drop` has stopped the server.
     _tempdir: tempfile::TempDir,
@@ -687,7 +701,8 @@ impl PgServer {
                 "ServerOptions: client_cert needs tls",
             ));
         }
-        let template = template_data_dir(&opts.user, &opts.password, &opts.dbname)?;
+        let bin_dir = opts.bin_dir.clone().unwrap_or_else(default_bin_dir);
+        let template = template_data_dir(&bin_dir, &opts.user, &opts.password, &opts.dbname)?;
         let tempdir = tempfile::Builder::new()
             .prefix("neon-connect-pg-")
             .tempdir_in(base_dir())
@@ -715,6 +730,7 @@ impl PgServer {
             cert_file: dir.join("server.crt"),
             key_file: dir.join("server.key"),
             ca_file: shared_ca_file()?,
+            bin_dir,
             state: Mutex::new(State {
                 postmaster: None,
                 watchdog: Some(spawn_watchdog(&dir, Some(&data_dir))?),
@@ -975,7 +991,7 @@ impl PgServer {
     ///
     /// When `psql` cannot be run or fails; the message quotes its stderr.
     pub fn psql(&self, sql: &str) -> io::Result<String> {
-        let mut cmd = Command::new(pg_bin("psql"));
+        let mut cmd = Command::new(self.bin_dir.join("psql"));
         cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.socket_dir)
             .arg("-p")
@@ -1066,7 +1082,7 @@ impl PgServer {
             .open(&self.log_file)
             .map_err(|e| annotate(e, format!("could not open {}", self.log_file.display())))?;
         let log_offset = file_len(&self.log_file);
-        let mut cmd = server_command("postgres")?;
+        let mut cmd = server_command(&self.bin_dir, "postgres")?;
         cmd.arg("-D")
             .arg(&self.data_dir)
             .current_dir(&self.dir)
@@ -1237,8 +1253,8 @@ fn give_to_server_user(path: &Path) -> io::Result<()> {
 }
 
 /// A command for a server program, run as the `postgres` user when we are root.
-fn server_command(program: &str) -> io::Result<Command> {
-    let mut cmd = Command::new(pg_bin(program));
+fn server_command(bin_dir: &Path, program: &str) -> io::Result<Command> {
+    let mut cmd = Command::new(bin_dir.join(program));
     if let Some((uid, gid)) = server_ids()? {
         // Same effect as `runuser -u postgres --`, without an extra process in between: the
         // child is the postmaster itself. std drops supplementary groups when it sets the uid.
@@ -1258,8 +1274,8 @@ fn clear_pg_env(cmd: &mut Command) {
     }
 }
 
-/// Where the PostgreSQL binaries are; empty means "on PATH".
-fn pg_bin(program: &str) -> PathBuf {
+/// Where the PostgreSQL binaries are by default; empty means "on PATH".
+fn default_bin_dir() -> PathBuf {
     static BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = BIN_DIR.get_or_init(|| {
         if let Some(dir) = std::env::var_os("NEON_CONNECT_PG_BIN") {
@@ -1279,7 +1295,7 @@ fn pg_bin(program: &str) -> PathBuf {
         }
         PathBuf::new()
     });
-    dir.join(program)
+    dir.clone()
 }
 
 /// Where server and fixture directories go: `$NEON_CONNECT_FIXTURE_DIR`, else `/dev/shm` when it
@@ -1358,13 +1374,23 @@ fn shared_ca_file() -> io::Result<PathBuf> {
 
 /// A data directory made by `initdb` (plus the test database) for this user, password and
 /// database, made once per process and copied for each server.
-fn template_data_dir(user: &str, password: &str, dbname: &str) -> io::Result<PathBuf> {
-    type Key = (String, String, String);
+fn template_data_dir(
+    bin_dir: &Path,
+    user: &str,
+    password: &str,
+    dbname: &str,
+) -> io::Result<PathBuf> {
+    type Key = (PathBuf, String, String, String);
     static TEMPLATES: Mutex<Option<HashMap<Key, PathBuf>>> = Mutex::new(None);
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     // Held while initdb runs, so that concurrent first servers wait for one initdb.
     let mut templates = TEMPLATES.lock().unwrap_or_else(|e| e.into_inner());
-    let key = (user.to_owned(), password.to_owned(), dbname.to_owned());
+    let key = (
+        bin_dir.to_owned(),
+        user.to_owned(),
+        password.to_owned(),
+        dbname.to_owned(),
+    );
     if let Some(path) = templates.get_or_insert_with(HashMap::new).get(&key) {
         return Ok(path.clone());
     }
@@ -1377,7 +1403,7 @@ fn template_data_dir(user: &str, password: &str, dbname: &str) -> io::Result<Pat
     let pwfile = dir.join("pwfile");
     write_private(&pwfile, password.as_bytes(), 0o600)?;
     let data = dir.join("data");
-    let mut initdb = server_command("initdb")?;
+    let mut initdb = server_command(bin_dir, "initdb")?;
     initdb
         .arg("-D")
         .arg(&data)
@@ -1398,7 +1424,7 @@ fn template_data_dir(user: &str, password: &str, dbname: &str) -> io::Result<Pat
     result?;
     if !["postgres", "template0", "template1"].contains(&dbname) {
         // Single-user mode: no socket, no port, no waiting.
-        let mut single = server_command("postgres")?;
+        let mut single = server_command(bin_dir, "postgres")?;
         single
             .args(["--single", "-F", "-c", "exit_on_error=true", "-D"])
             .arg(&data)

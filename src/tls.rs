@@ -96,7 +96,11 @@ pub(crate) struct TlsPolicy {
     pub(crate) verification: Verification,
     pub(crate) roots: Roots,
     pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    /// Direct TLS (`sslnegotiation=direct`, or chosen for Neon hosts when it is not set).
     pub(crate) direct: bool,
+    /// `direct` was our choice, not the connection string's: a host that turns out not to
+    /// speak direct TLS is tried again with the TLS request (see `Connector`).
+    pub(crate) auto_direct: bool,
     pub(crate) sni: bool,
     pub(crate) min_version: Option<TlsVersion>,
     pub(crate) max_version: Option<TlsVersion>,
@@ -149,7 +153,10 @@ impl TlsPolicy {
                  the server's host name must be checked, as in libpq",
             ));
         }
-        let direct = cs.sslnegotiation == Some(SslNegotiation::Direct);
+        let direct = cs.sslnegotiation == Some(SslNegotiation::Direct)
+            || (cs.sslnegotiation.is_none()
+                && !matches!(mode, SslMode::Allow | SslMode::Prefer | SslMode::Disable)
+                && all_neon_hosts(cs));
         if direct && matches!(mode, SslMode::Allow | SslMode::Prefer | SslMode::Disable) {
             return Err(policy_err(format!(
                 "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \"require\", \"verify-ca\", or \"verify-full\")",
@@ -221,10 +228,20 @@ impl TlsPolicy {
             roots,
             client_cert,
             direct,
+            auto_direct: direct && cs.sslnegotiation.is_none(),
             sni: cs.sslsni.unwrap_or(true),
             min_version: cs.ssl_min_protocol_version,
             max_version: cs.ssl_max_protocol_version,
         })
+    }
+
+    /// The same policy with the TLS request instead of direct TLS.
+    pub(crate) fn without_direct(&self) -> TlsPolicy {
+        TlsPolicy {
+            direct: false,
+            auto_direct: false,
+            ..self.clone()
+        }
     }
 
     /// The shared rustls configuration for this policy, built on first use.
@@ -307,6 +324,19 @@ impl TlsPolicy {
         }
         Ok(config)
     }
+}
+
+/// Whether every TCP host is a Neon endpoint (`*.neon.tech`), whose proxy speaks direct TLS:
+/// then direct TLS is the default, saving the TLS request's round trip on every connection.
+fn all_neon_hosts(cs: &ConnectionString) -> bool {
+    let mut any = false;
+    for host in &cs.hosts {
+        match host {
+            Host::Tcp(name) if name.to_ascii_lowercase().ends_with(".neon.tech") => any = true,
+            _ => return false,
+        }
+    }
+    any
 }
 
 fn key_path_display(pair: &Option<(PathBuf, PathBuf)>) -> String {

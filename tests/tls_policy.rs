@@ -428,3 +428,41 @@ async fn no_password_in_debug_of_options_pool_or_connection_string() {
         assert!(!t.contains(s.password()), "{t}");
     }
 }
+
+#[tokio::test]
+async fn neon_hosts_try_direct_tls_and_fall_back_once_per_host() {
+    // A Neon host name pinned to a PostgreSQL 15 server, which does not speak direct TLS: the
+    // first connection tries direct TLS (PostgreSQL logs the ClientHello as a bad startup
+    // packet), falls back to the TLS request at once, and later connections go straight there.
+    let s = PgServer::start(ServerOptions::default()).expect("server");
+    let kv = |extra: &str| {
+        format!(
+            "host=ep-cool-name-123456.us-east-2.aws.neon.tech hostaddr=127.0.0.1 port={} user={} password={} dbname={} sslmode=require {extra}",
+            s.port(),
+            s.user(),
+            s.password(),
+            s.dbname()
+        )
+    };
+    let log = || std::fs::read_to_string(s.log_file()).unwrap_or_default();
+    let bad_packets = || log().matches("invalid length of startup packet").count();
+    for _ in 0..3 {
+        let pool = connect(&kv(""))
+            .await
+            .expect("falls back to the TLS request");
+        let info = pool.info().unwrap();
+        assert!(!info.tls.as_ref().unwrap().direct);
+        assert_eq!(info.attempts, 1);
+        assert_eq!(select_one(&pool).await, 1);
+    }
+    assert_eq!(bad_packets(), 1, "{}", log());
+
+    // Written out, the choice is the user's: sslnegotiation=direct does not fall back.
+    let err = connect(&kv("sslnegotiation=direct"))
+        .await
+        .expect_err("no fallback for an explicit sslnegotiation=direct");
+    assert_eq!(err.kind(), ErrorKind::TlsHandshake, "{err:#}");
+    assert_eq!(err.diagnosis(), Some("tls-direct-unsupported"), "{err:#}");
+    assert!(!err.is_retryable());
+    assert_eq!(bad_packets(), 2, "tried once: {}", log());
+}
