@@ -547,7 +547,9 @@ impl Doctor<'_> {
         tls_step.row(
             "negotiation",
             "negotiation",
-            if policy.direct {
+            if policy.auto_direct {
+                "direct TLS (ALPN postgresql; the default for Neon hosts, with a fallback to the TLS request)"
+            } else if policy.direct {
                 "direct TLS (sslnegotiation=direct, ALPN postgresql)"
             } else {
                 "TLS request (SSLRequest), then the TLS handshake"
@@ -621,6 +623,13 @@ impl Doctor<'_> {
                 return;
             }
         };
+        if policy.auto_direct && info.tls.as_ref().is_some_and(|t| !t.direct) {
+            tls_step.row(
+                "negotiation_used",
+                "used",
+                "the TLS request: this host hung up on direct TLS",
+            );
+        }
         tls_step.row("verdict", "verdict", format!("{mode}: {verdict}"));
         if let Some(would) = verify_full_would {
             tls_step.row("verify_full", "verify-full would", would);
