@@ -1,8 +1,10 @@
 //! Opening one connection: host by host, address by address, under one deadline per host,
 //! with the TLS policy applied and every failure classified.
 
-use crate::config::{ChannelBinding, ConnectionString, Host, TargetSessionAttrs};
-use crate::diagnostics::{self, Context};
+use crate::config::{
+    ChannelBinding, ConnectionString, Host, LoadBalanceHosts, Target, TargetSessionAttrs,
+};
+use crate::diagnostics::{self, Diagnosis, FailedAttempt};
 use crate::error::{Error, ErrorKind, Step};
 use crate::tls::{MakeTls, Probe, TlsInfo, TlsPolicy, TlsStream};
 use rustls::ClientConfig;
@@ -61,11 +63,32 @@ pub struct ConnectionInfo {
 }
 
 /// A connection and what it negotiated.
-pub(crate) type Connected = (
-    Client,
-    Connection<Socket, TlsStream<Socket>>,
-    ConnectionInfo,
-);
+pub(crate) struct Connected {
+    pub(crate) client: Client,
+    /// The connection's I/O task: spawn (or poll) it to drive the client.
+    pub(crate) connection: Connection<Socket, TlsStream<Socket>>,
+    pub(crate) info: ConnectionInfo,
+}
+
+/// One TLS way of reaching a server: the policy and its shared rustls configuration.
+struct Route<'a> {
+    policy: &'a Arc<TlsPolicy>,
+    tls_config: &'a Arc<ClientConfig>,
+}
+
+/// One address of one host to try, and the time left for it.
+struct Attempt<'a> {
+    /// The host name (what TLS checks), or the `hostaddr` when no name was given.
+    name: &'a str,
+    ip: IpAddr,
+    port: u16,
+    /// Time left for this address.
+    remaining: Duration,
+    /// The host's whole deadline, for the message when it runs out.
+    deadline: Duration,
+    /// When this host's attempt started.
+    started: Instant,
+}
 
 /// Everything needed to open connections for one connection string; built once, shared.
 pub(crate) struct Connector {
@@ -87,14 +110,14 @@ impl Connector {
         cs: ConnectionString,
         custom_roots: Option<&Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
     ) -> Result<Connector, Error> {
-        if cs.hosts.is_empty() && cs.hostaddrs.iter().all(Option::is_none) {
+        if cs.targets().next().is_none() {
             return Err(Error::config("no host was given").with_help(
                 "put the host in the connection string (`postgresql://user:password@host/dbname`) or set PGHOST",
             ));
         }
         let policy = TlsPolicy::resolve(&cs, custom_roots)?;
         let tls_config = policy.client_config()?;
-        let timeout = cs.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let timeout = cs.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let fallback = if policy.auto_direct {
             let plain = policy.without_direct();
             let config = plain.client_config()?;
@@ -128,15 +151,15 @@ impl Connector {
             let deadline = if attempt == 1 { self.timeout } else { left };
             let failures = match self.connect_once(attempt, deadline).await {
                 Ok(mut c) => {
-                    c.2.attempts = attempt;
-                    c.2.elapsed = started.elapsed();
+                    c.info.attempts = attempt;
+                    c.info.elapsed = started.elapsed();
                     return Ok(c);
                 }
                 Err(failures) => failures,
             };
             let kind = failures.last().map_or(ErrorKind::Network, Error::kind);
             let retry = failures.iter().any(Error::is_retryable)
-                && !failures.iter().any(|e| settles_it(e.kind()));
+                && !failures.iter().any(|e| retry_cannot_help(e.kind()));
             let delay = backoff(attempt);
             let left = budget.saturating_sub(started.elapsed());
             if !retry || attempt >= max_attempts || delay >= left {
@@ -164,31 +187,30 @@ impl Connector {
         attempt: u32,
         deadline: Duration,
     ) -> Result<Connected, Vec<Error>> {
-        let count = self.cs.hosts.len().max(self.cs.hostaddrs.len());
-        let mut order: Vec<usize> = (0..count).collect();
-        if self.cs.load_balance_hosts_random == Some(true) {
-            shuffle(&mut order);
+        let mut targets: Vec<Target> = self.cs.targets().collect();
+        if self.cs.load_balance_hosts() == Some(LoadBalanceHosts::Random) {
+            shuffle(&mut targets);
         }
         let mut failures = Vec::new();
-        for i in order {
+        for target in targets {
             let span = tracing::debug_span!(
                 target: "neon_connect",
                 "connect",
                 attempt,
                 host = tracing::field::Empty,
                 addr = tracing::field::Empty,
-                sslmode = self.cs.sslmode.map_or("default (verify-full)", |m| m.as_str()),
+                sslmode = self.cs.sslmode().map_or("default (verify-full)", |m| m.as_str()),
                 verification = %self.policy.verification,
                 negotiation = if self.policy.direct { "direct" } else { "postgres" },
             );
             let began = Instant::now();
             match self
-                .connect_host(i, deadline)
+                .connect_host(&target, deadline)
                 .instrument(span.clone())
                 .await
             {
                 Ok(c) => {
-                    tracing::debug!(target: "neon_connect", parent: &span, outcome = "connected", elapsed_ms = began.elapsed().as_millis() as u64, "connected to {}", c.2.host);
+                    tracing::debug!(target: "neon_connect", parent: &span, outcome = "connected", elapsed_ms = began.elapsed().as_millis() as u64, "connected to {}", c.info.host);
                     return Ok(c);
                 }
                 Err(e) => {
@@ -244,37 +266,31 @@ impl Connector {
     }
 
     /// One host: resolve its name (unless `hostaddr` pins the address), then try each address.
-    async fn connect_host(&self, i: usize, deadline: Duration) -> Result<Connected, Error> {
+    async fn connect_host(&self, target: &Target, deadline: Duration) -> Result<Connected, Error> {
         let started = Instant::now();
-        let port = self.port_for(i);
-        let hostaddr = self.cs.hostaddrs.get(i).copied().flatten();
-        let host = self.cs.hosts.get(i).cloned();
         let span = tracing::Span::current();
-
-        let (name, addrs): (String, Vec<IpAddr>) = match (&host, hostaddr) {
-            (Some(Host::Unix(path)), _) => {
-                span.record("host", format!("{}:{port}", path.display()));
-                return self.attempt_unix(path, port, deadline, started).await;
-            }
-            (Some(Host::Tcp(name)), Some(ip)) => (name.clone(), vec![ip]),
-            (None, Some(ip)) => (ip.to_string(), vec![ip]),
-            (Some(Host::Tcp(name)), None) => {
-                let result = resolve(name, port, deadline).await;
-                tracing::trace!(target: "neon_connect", step = "dns", elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "resolved {name}");
-                (name.clone(), result?)
-            }
-            (None, None) => unreachable!("count covers hosts and hostaddrs"),
-        };
+        if let Some(Host::Unix(dir)) = &target.host {
+            span.record("host", target.label());
+            return self.attempt_unix(dir, target.port, deadline, started).await;
+        }
+        let name = target.name();
+        let addrs = addresses(target, deadline).await;
+        tracing::trace!(target: "neon_connect", step = "dns", elapsed_ms = started.elapsed().as_millis() as u64, ok = addrs.is_ok(), "resolved {name}");
         let mut last = None;
-        for ip in addrs {
+        for ip in addrs? {
             let remaining = deadline.saturating_sub(started.elapsed());
             if remaining.is_zero() {
                 break;
             }
-            match self
-                .attempt_tcp(&name, ip, port, remaining, deadline, started)
-                .await
-            {
+            let attempt = Attempt {
+                name: &name,
+                ip,
+                port: target.port,
+                remaining,
+                deadline,
+                started,
+            };
+            match self.attempt_tcp(attempt).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     // An address that refuses is worth skipping; a server that answered is not.
@@ -287,144 +303,40 @@ impl Connector {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| {
-            diagnostics::timeout(&host_label(&name, port), Some(Step::Tcp), deadline)
-        }))
-    }
-
-    fn port_for(&self, i: usize) -> u16 {
-        match self.cs.ports.as_slice() {
-            [] => 5432,
-            [one] => *one,
-            many => many.get(i).copied().unwrap_or(5432),
-        }
-    }
-
-    pub(crate) fn base_config(&self) -> tokio_postgres::Config {
-        let cs = &self.cs;
-        let mut c = tokio_postgres::Config::new();
-        if let Some(u) = &cs.user {
-            c.user(u);
-        }
-        if let Some(p) = &cs.password {
-            c.password(p.expose());
-        }
-        if let Some(d) = &cs.dbname {
-            c.dbname(d);
-        }
-        if let Some(o) = &cs.options {
-            c.options(o);
-        }
-        if let Some(a) = &cs.application_name {
-            c.application_name(a);
-        }
-        c.channel_binding(match cs.channel_binding {
-            Some(ChannelBinding::Require) => tokio_postgres::config::ChannelBinding::Require,
-            Some(ChannelBinding::Disable) => tokio_postgres::config::ChannelBinding::Disable,
-            _ => tokio_postgres::config::ChannelBinding::Prefer,
-        });
-        if let Some(t) = cs.tcp_user_timeout {
-            c.tcp_user_timeout(t);
-        }
-        if let Some(k) = cs.keepalives {
-            c.keepalives(k);
-        }
-        if let Some(t) = cs.keepalives_idle {
-            c.keepalives_idle(t);
-        }
-        if let Some(t) = cs.keepalives_interval {
-            c.keepalives_interval(t);
-        }
-        if let Some(n) = cs.keepalives_count {
-            c.keepalives_retries(n);
-        }
-        c.target_session_attrs(match cs.target_session_attrs {
-            Some(TargetSessionAttrs::ReadWrite) => {
-                tokio_postgres::config::TargetSessionAttrs::ReadWrite
-            }
-            Some(TargetSessionAttrs::ReadOnly) => {
-                tokio_postgres::config::TargetSessionAttrs::ReadOnly
-            }
-            _ => tokio_postgres::config::TargetSessionAttrs::Any,
-        });
-        c
-    }
-
-    fn make_tls(&self, probe: &Arc<Probe>) -> MakeTls {
-        MakeTls {
-            config: self.tls_config.clone(),
-            policy: self.policy.clone(),
-            probe: probe.clone(),
-        }
+        Err(last
+            .unwrap_or_else(|| diagnostics::timeout(&target.label(), Some(Step::Tcp), deadline)))
     }
 
     /// One address. With automatic direct TLS, a server that does not speak it (it hangs up
     /// or garbles the handshake) is tried again at once with the TLS request, and the host is
     /// remembered for the rest of the process. Both ways are TLS with the same verification.
-    async fn attempt_tcp(
-        &self,
-        name: &str,
-        ip: IpAddr,
-        port: u16,
-        remaining: Duration,
-        deadline: Duration,
-        started: Instant,
-    ) -> Result<Connected, Error> {
-        let Some((plain, plain_config)) = &self.fallback else {
-            return self
-                .attempt_with(
-                    &self.policy,
-                    &self.tls_config,
-                    name,
-                    ip,
-                    port,
-                    remaining,
-                    deadline,
-                    started,
-                )
-                .await;
+    async fn attempt_tcp(&self, attempt: Attempt<'_>) -> Result<Connected, Error> {
+        let preferred = Route {
+            policy: &self.policy,
+            tls_config: &self.tls_config,
         };
-        let key = host_label(name, port);
-        if no_direct_tls(&key, None) {
-            return self
-                .attempt_with(
-                    plain,
-                    plain_config,
-                    name,
-                    ip,
-                    port,
-                    remaining,
-                    deadline,
-                    started,
-                )
-                .await;
+        let Some((plain, plain_config)) = &self.fallback else {
+            return self.attempt_with(&preferred, &attempt).await;
+        };
+        let plain = Route {
+            policy: plain,
+            tls_config: plain_config,
+        };
+        let key = host_label(attempt.name, attempt.port);
+        if direct_tls::known_unsupported(&key) {
+            return self.attempt_with(&plain, &attempt).await;
         }
-        match self
-            .attempt_with(
-                &self.policy,
-                &self.tls_config,
-                name,
-                ip,
-                port,
-                remaining,
-                deadline,
-                started,
-            )
-            .await
-        {
+        match self.attempt_with(&preferred, &attempt).await {
             Err(e) if direct_unsupported(&e) => {
-                no_direct_tls(&key, Some(true));
+                direct_tls::remember_unsupported(&key);
                 tracing::info!(target: "neon_connect", host = %key, "direct TLS failed ({}); using the TLS request for this host from now on", e.message());
-                let remaining = deadline.saturating_sub(started.elapsed());
+                let remaining = attempt.deadline.saturating_sub(attempt.started.elapsed());
                 self.attempt_with(
-                    plain,
-                    plain_config,
-                    name,
-                    ip,
-                    port,
-                    remaining,
-                    deadline,
-                    started,
+                    &plain,
+                    &Attempt {
+                        remaining,
+                        ..attempt
+                    },
                 )
                 .await
             }
@@ -432,65 +344,55 @@ impl Connector {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn attempt_with(
-        &self,
-        policy: &Arc<TlsPolicy>,
-        tls_config: &Arc<ClientConfig>,
-        name: &str,
-        ip: IpAddr,
-        port: u16,
-        remaining: Duration,
-        deadline: Duration,
-        started: Instant,
-    ) -> Result<Connected, Error> {
+    async fn attempt_with(&self, route: &Route<'_>, a: &Attempt<'_>) -> Result<Connected, Error> {
         let span = tracing::Span::current();
-        span.record("host", host_label(name, port));
-        span.record("addr", SocketAddr::new(ip, port).to_string());
-        let mut config = self.base_config();
-        config.host(name).hostaddr(ip).port(port);
+        let label = host_label(a.name, a.port);
+        let addr = SocketAddr::new(a.ip, a.port);
+        span.record("host", &label);
+        span.record("addr", addr.to_string());
+        let mut config = driver_config(&self.cs);
+        config.host(a.name).hostaddr(a.ip).port(a.port);
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
-        config.ssl_negotiation(if policy.direct {
+        config.ssl_negotiation(if route.policy.direct {
             tokio_postgres::config::SslNegotiation::Direct
         } else {
             tokio_postgres::config::SslNegotiation::Postgres
         });
-        config.connect_timeout(remaining);
-        let label = host_label(name, port);
+        config.connect_timeout(a.remaining);
         let probe = Arc::new(Probe::default());
         probe.set_step(Step::Tcp);
         let make_tls = MakeTls {
-            config: tls_config.clone(),
-            policy: policy.clone(),
+            config: route.tls_config.clone(),
+            policy: route.policy.clone(),
             probe: probe.clone(),
         };
-        let result = tokio::time::timeout(remaining, config.connect(make_tls)).await;
-        let cx = Context {
+        let result = tokio::time::timeout(a.remaining, config.connect(make_tls)).await;
+        let failed = FailedAttempt {
             host: &label,
-            hostname: name,
-            user: self.cs.user.as_deref(),
+            hostname: a.name,
+            user: self.cs.user(),
             step: probe.step(),
-            policy: Some(policy),
+            policy: Some(route.policy),
             tls: probe.tls_info(),
-            options: self.cs.options.as_deref(),
+            options: self.cs.options(),
         };
         match result {
-            Err(_) => Err(diagnostics::timeout(&label, probe.step(), deadline)),
-            Ok(Err(e)) => Err(diagnostics::classify(e, &cx)),
-            Ok(Ok((client, connection))) => Ok((
+            Err(_) => Err(diagnostics::timeout(&label, probe.step(), a.deadline)),
+            Ok(Err(e)) => Err(diagnostics::classify(e, &failed)),
+            Ok(Ok((client, connection))) => Ok(Connected {
                 client,
                 connection,
-                ConnectionInfo {
+                info: ConnectionInfo {
                     host: label,
-                    addr: SocketAddr::new(ip, port).to_string(),
+                    addr: addr.to_string(),
                     tls: probe.tls_info(),
-                    channel_binding_required: self.cs.channel_binding
+                    channel_binding_required: self.cs.channel_binding()
                         == Some(ChannelBinding::Require),
-                    elapsed: started.elapsed(),
+                    elapsed: a.started.elapsed(),
                     attempts: 1,
                     authentication: probe.authentication(),
                 },
-            )),
+            }),
         }
     }
 
@@ -501,22 +403,27 @@ impl Connector {
         deadline: Duration,
         started: Instant,
     ) -> Result<Connected, Error> {
-        let mut config = self.base_config();
+        let mut config = driver_config(&self.cs);
         config.host_path(dir).port(port);
         // TLS does not apply to Unix sockets, as in libpq.
         config.ssl_mode(tokio_postgres::config::SslMode::Disable);
         let label = format!("{}:{port}", dir.display());
         let probe = Arc::new(Probe::default());
         probe.set_step(Step::Tcp);
-        let result = tokio::time::timeout(deadline, config.connect(self.make_tls(&probe))).await;
-        let cx = Context {
+        let make_tls = MakeTls {
+            config: self.tls_config.clone(),
+            policy: self.policy.clone(),
+            probe: probe.clone(),
+        };
+        let result = tokio::time::timeout(deadline, config.connect(make_tls)).await;
+        let failed = FailedAttempt {
             host: &label,
             hostname: "",
-            user: self.cs.user.as_deref(),
+            user: self.cs.user(),
             step: Some(Step::Authentication),
             policy: None,
             tls: None,
-            options: self.cs.options.as_deref(),
+            options: self.cs.options(),
         };
         match result {
             Err(_) => Err(diagnostics::timeout(
@@ -524,11 +431,11 @@ impl Connector {
                 Some(Step::Authentication),
                 deadline,
             )),
-            Ok(Err(e)) => Err(diagnostics::classify(e, &cx)),
-            Ok(Ok((client, connection))) => Ok((
+            Ok(Err(e)) => Err(diagnostics::classify(e, &failed)),
+            Ok(Ok((client, connection))) => Ok(Connected {
                 client,
                 connection,
-                ConnectionInfo {
+                info: ConnectionInfo {
                     addr: format!("{}/.s.PGSQL.{port}", dir.display()),
                     host: label,
                     tls: None,
@@ -537,8 +444,99 @@ impl Connector {
                     attempts: 1,
                     authentication: None,
                 },
-            )),
+            }),
         }
+    }
+}
+
+/// The settings of `cs` as a [`tokio_postgres::Config`], without hosts, TLS mode or timeout:
+/// the one mapping from our connection string to the driver's, used by every connection the
+/// crate opens and by [`driver_config_with_hosts`].
+pub(crate) fn driver_config(cs: &ConnectionString) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    if let Some(u) = cs.user() {
+        c.user(u);
+    }
+    if let Some(p) = cs.password() {
+        c.password(p.expose());
+    }
+    if let Some(d) = cs.dbname() {
+        c.dbname(d);
+    }
+    if let Some(o) = cs.options() {
+        c.options(o);
+    }
+    if let Some(a) = cs.application_name() {
+        c.application_name(a);
+    }
+    c.channel_binding(match cs.channel_binding() {
+        Some(ChannelBinding::Require) => tokio_postgres::config::ChannelBinding::Require,
+        Some(ChannelBinding::Disable) => tokio_postgres::config::ChannelBinding::Disable,
+        _ => tokio_postgres::config::ChannelBinding::Prefer,
+    });
+    if let Some(t) = cs.tcp_user_timeout() {
+        c.tcp_user_timeout(t);
+    }
+    if let Some(k) = cs.keepalives() {
+        c.keepalives(k);
+    }
+    if let Some(t) = cs.keepalives_idle() {
+        c.keepalives_idle(t);
+    }
+    if let Some(t) = cs.keepalives_interval() {
+        c.keepalives_interval(t);
+    }
+    if let Some(n) = cs.keepalives_count() {
+        c.keepalives_retries(n);
+    }
+    c.target_session_attrs(match cs.target_session_attrs() {
+        Some(TargetSessionAttrs::ReadWrite) => {
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        }
+        Some(TargetSessionAttrs::ReadOnly) => tokio_postgres::config::TargetSessionAttrs::ReadOnly,
+        _ => tokio_postgres::config::TargetSessionAttrs::Any,
+    });
+    c
+}
+
+/// [`driver_config`] with every host, port and `hostaddr`, `load_balance_hosts`,
+/// `sslmode=require` and the connect timeout: for drivers and pools other than ours.
+pub(crate) fn driver_config_with_hosts(
+    cs: &ConnectionString,
+    timeout: Duration,
+) -> tokio_postgres::Config {
+    let mut config = driver_config(cs);
+    let targets: Vec<Target> = cs.targets().collect();
+    // tokio-postgres takes hosts and hostaddrs as two lists of equal length (or no hostaddrs).
+    let all_pinned = targets.iter().all(|t| t.hostaddr.is_some());
+    for t in &targets {
+        match &t.host {
+            Some(Host::Tcp(name)) => {
+                config.host(name);
+            }
+            Some(Host::Unix(dir)) => {
+                config.host_path(dir);
+            }
+            None => {}
+        }
+        if let (true, Some(ip)) = (all_pinned, t.hostaddr) {
+            config.hostaddr(ip);
+        }
+        config.port(t.port);
+    }
+    if cs.load_balance_hosts() == Some(LoadBalanceHosts::Random) {
+        config.load_balance_hosts(tokio_postgres::config::LoadBalanceHosts::Random);
+    }
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    config.connect_timeout(timeout);
+    config
+}
+
+/// The addresses to try for a TCP target: its `hostaddr`, or its name resolved.
+pub(crate) async fn addresses(target: &Target, deadline: Duration) -> Result<Vec<IpAddr>, Error> {
+    match target.hostaddr {
+        Some(ip) => Ok(vec![ip]),
+        None => resolve(&target.name(), target.port, deadline).await,
     }
 }
 
@@ -589,27 +587,37 @@ fn direct_unsupported(e: &Error) -> bool {
     e.step() == Some(Step::TlsHandshake)
         && matches!(
             e.diagnosis(),
-            Some("tls-direct-unsupported" | "tls-alpn" | "tls-handshake")
+            Some(Diagnosis::TlsDirectUnsupported | Diagnosis::TlsAlpn | Diagnosis::TlsHandshake)
         )
 }
 
-/// Hosts (`host:port`) found not to speak direct TLS in this process. With `set`, records
-/// `host`; returns whether it is recorded.
-fn no_direct_tls(host: &str, set: Option<bool>) -> bool {
-    static HOSTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
-        std::sync::OnceLock::new();
-    let mut hosts = HOSTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if set == Some(true) {
-        hosts.insert(host.to_string());
+/// The hosts (`host:port`) found not to speak direct TLS in this process.
+mod direct_tls {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, MutexGuard, OnceLock};
+
+    fn hosts() -> MutexGuard<'static, HashSet<String>> {
+        static HOSTS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+        HOSTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
-    hosts.contains(host)
+
+    /// Whether `host` was found not to speak direct TLS.
+    pub(super) fn known_unsupported(host: &str) -> bool {
+        hosts().contains(host)
+    }
+
+    /// Records that `host` does not speak direct TLS.
+    pub(super) fn remember_unsupported(host: &str) {
+        hosts().insert(host.to_string());
+    }
 }
 
-/// Failures that mean the settings are wrong: the same for every host and every attempt.
-fn settles_it(kind: ErrorKind) -> bool {
+/// Failures that mean the settings are wrong: the same for every host and every attempt, so
+/// trying again cannot help.
+fn retry_cannot_help(kind: ErrorKind) -> bool {
     matches!(
         kind,
         ErrorKind::ConnectionString
@@ -664,7 +672,7 @@ fn dedup(addrs: impl Iterator<Item = IpAddr>) -> Vec<IpAddr> {
     out
 }
 
-fn shuffle(v: &mut [usize]) {
+fn shuffle<T>(v: &mut [T]) {
     // Good enough for spreading load across hosts; not for anything secret.
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -708,10 +716,10 @@ mod tests {
             ErrorKind::RootCertificates,
             ErrorKind::TlsRefused,
         ] {
-            assert!(settles_it(kind), "{kind}");
+            assert!(retry_cannot_help(kind), "{kind}");
         }
         for kind in [ErrorKind::Network, ErrorKind::Closed, ErrorKind::Server] {
-            assert!(!settles_it(kind), "{kind}");
+            assert!(!retry_cannot_help(kind), "{kind}");
         }
     }
 }

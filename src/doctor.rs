@@ -9,8 +9,8 @@
 //! Built with the `cli` feature; the program is `src/bin/neon-doctor.rs`.
 
 use crate::config::{ConnectionString, Host, Source, SslMode, SslNegotiation};
-use crate::connect::{host_label, resolve, Connector};
-use crate::diagnostics::{self, Context};
+use crate::connect::{addresses, host_label, Connected, Connector};
+use crate::diagnostics::{self, Diagnosis, FailedAttempt};
 use crate::error::{Error, Step};
 use crate::tls::{self, MakeTls, Probe, Roots, TlsInfo, TlsPolicy, Verification};
 use crate::Options;
@@ -272,7 +272,7 @@ fn error_json(e: &Error) -> Value {
     json!({
         "kind": e.kind().as_str(),
         "step": e.step().map(Step::as_str),
-        "diagnosis": e.diagnosis(),
+        "diagnosis": e.diagnosis().map(Diagnosis::id),
         "message": e.message(),
         "help": e.help(),
         "retryable": e.is_retryable(),
@@ -342,7 +342,7 @@ impl Doctor<'_> {
             return;
         };
         let cs = &connector.cs;
-        if cs.hosts.iter().all(|h| matches!(h, Host::Unix(_))) && !cs.hosts.is_empty() {
+        if cs.hosts().iter().all(|h| matches!(h, Host::Unix(_))) && !cs.hosts().is_empty() {
             self.unix_socket(&connector, &options).await;
             return;
         }
@@ -390,24 +390,21 @@ impl Doctor<'_> {
         let started = Instant::now();
         let mut step = StepReport::new(1);
         let cs = &connector.cs;
-        let count = cs.hosts.len().max(cs.hostaddrs.len());
         let mut found = Vec::new();
         let mut hosts_json = Vec::new();
         let mut first_error = None;
-        for i in 0..count {
-            let port = cs.port_for(i);
-            let hostaddr = cs.hostaddrs.get(i).copied().flatten();
-            let (name, result, how) = match (cs.hosts.get(i), hostaddr) {
+        for target in cs.targets() {
+            let port = target.port;
+            let name = target.name();
+            let (result, how) = match (&target.host, target.hostaddr) {
                 (Some(Host::Unix(_)), _) => continue,
-                (Some(Host::Tcp(name)), Some(ip)) => (name.clone(), Ok(vec![ip]), "hostaddr"),
-                (None, Some(ip)) => (ip.to_string(), Ok(vec![ip]), "hostaddr"),
-                (Some(Host::Tcp(name)), None) => {
-                    let began = Instant::now();
+                (_, Some(_)) => (addresses(&target, connector.timeout).await, "hostaddr"),
+                _ => {
                     let result = self
                         .printer
                         .waiting(
                             &format!("resolving {name}"),
-                            resolve(name, port, connector.timeout),
+                            addresses(&target, connector.timeout),
                         )
                         .await;
                     let how = if name.parse::<IpAddr>().is_ok() {
@@ -415,10 +412,8 @@ impl Doctor<'_> {
                     } else {
                         "resolved"
                     };
-                    let _ = began;
-                    (name.clone(), result, how)
+                    (result, how)
                 }
-                (None, None) => continue,
             };
             let label = host_label(&name, port);
             match result {
@@ -592,9 +587,13 @@ impl Doctor<'_> {
         };
         let mode = connector
             .cs
-            .sslmode
+            .sslmode()
             .map_or("verify-full (default)", |m| m.as_str());
-        let (client, connection, info) = match connected {
+        let Connected {
+            client,
+            connection,
+            info,
+        } = match connected {
             Ok(c) => c,
             Err(e) => {
                 let failed_at = match e.step() {
@@ -643,7 +642,7 @@ impl Doctor<'_> {
         auth.row(
             "user",
             "user",
-            connector.cs.user.clone().unwrap_or_default(),
+            connector.cs.user().unwrap_or_default().to_string(),
         );
         if info.channel_binding_required {
             auth.text(
@@ -797,7 +796,7 @@ async fn inspect(
                     return Err(Failed {
                         text: "the server answered the TLS request with an error message (not shown: it was not encrypted)".into(),
                         error: Some(diagnostics::diagnose(
-                            "tls-error-before-handshake",
+                            Diagnosis::TlsErrorBeforeHandshake,
                             format!("the server at \"{label}\" answered the TLS request with an error"),
                         ).with_step(Step::TlsRequest).with_host(label.clone())),
                     })
@@ -807,7 +806,7 @@ async fn inspect(
                     return Err(Failed {
                         text: format!("the server answered '{shown}' to the TLS request, not S or N"),
                         error: Some(diagnostics::diagnose(
-                            "not-postgres",
+                            Diagnosis::NotPostgres,
                             format!("the server at \"{label}\" answered the TLS request with '{shown}', which no PostgreSQL server sends"),
                         ).with_step(Step::TlsRequest).with_host(label.clone())),
                     });
@@ -905,7 +904,7 @@ fn verify_full_verdict(policy: &TlsPolicy, label: &str, info: &TlsInfo) -> Strin
                 roots,
                 ..policy.clone()
             };
-            let cx = Context {
+            let cx = FailedAttempt {
                 host: label,
                 hostname: &hostname,
                 user: None,
@@ -925,8 +924,8 @@ fn context<'a>(
     name: &'a str,
     step: Step,
     policy: Option<&'a TlsPolicy>,
-) -> Context<'a> {
-    Context {
+) -> FailedAttempt<'a> {
+    FailedAttempt {
         host: label,
         hostname: name,
         user: None,
@@ -951,15 +950,12 @@ const SETTINGS: [(&str, &str, &str); 9] = [
 ];
 
 fn describe_settings(step: &mut StepReport, cs: &ConnectionString) {
-    let hosts = (0..cs.hosts.len().max(cs.hostaddrs.len()))
-        .map(
-            |i| match (cs.hosts.get(i), cs.hostaddrs.get(i).copied().flatten()) {
-                (Some(Host::Tcp(name)), _) => host_label(name, cs.port_for(i)),
-                (Some(Host::Unix(dir)), _) => format!("{} (Unix socket)", dir.display()),
-                (None, Some(ip)) => host_label(&ip.to_string(), cs.port_for(i)),
-                (None, None) => String::new(),
-            },
-        )
+    let hosts = cs
+        .targets()
+        .map(|t| match &t.host {
+            Some(Host::Unix(dir)) => format!("{} (Unix socket)", dir.display()),
+            _ => t.label(),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let mut sources = Map::new();
@@ -969,12 +965,13 @@ fn describe_settings(step: &mut StepReport, cs: &ConnectionString) {
             Source::ConnectionString => "connection string".to_string(),
             Source::Environment => env.to_string(),
             Source::Code => "code".to_string(),
+            Source::PasswordFile => "password file".to_string(),
             _ if key == "sslmode" => "default: none given".to_string(),
             _ => "default".to_string(),
         };
         let value = match key {
             "host" => hosts.clone(),
-            "port" => match cs.ports.as_slice() {
+            "port" => match cs.ports() {
                 [] => "5432".into(),
                 ports => ports
                     .iter()
@@ -982,39 +979,31 @@ fn describe_settings(step: &mut StepReport, cs: &ConnectionString) {
                     .collect::<Vec<_>>()
                     .join(","),
             },
-            "user" => cs.user.clone().unwrap_or_else(|| "(not set)".into()),
-            "password" => match (&cs.password, source) {
+            "user" => cs.user().unwrap_or("(not set)").to_string(),
+            "password" => match (cs.password(), source) {
                 (None, _) => "not set".into(),
-                (Some(_), Source::Default) => "set (from the password file)".into(),
+                (Some(_), Source::PasswordFile) => "set (from the password file)".into(),
                 (Some(_), _) => "set".into(),
             },
-            "dbname" => cs
-                .dbname
-                .clone()
-                .unwrap_or_else(|| "(the user name)".into()),
+            "dbname" => cs.dbname().unwrap_or("(the user name)").to_string(),
             "sslmode" => cs
-                .sslmode
+                .sslmode()
                 .map_or("verify-full", SslMode::as_str)
                 .to_string(),
-            "sslnegotiation" => match cs.sslnegotiation {
+            "sslnegotiation" => match cs.sslnegotiation() {
                 Some(SslNegotiation::Direct) => "direct".into(),
                 _ => "postgres".into(),
             },
             "channel_binding" => cs
-                .channel_binding
+                .channel_binding()
                 .map_or("prefer", |c| c.as_str())
                 .to_string(),
-            "sslrootcert" => match &cs.sslrootcert {
+            "sslrootcert" => match cs.sslrootcert() {
                 Some(crate::config::RootCert::System) => "system".into(),
                 Some(crate::config::RootCert::File(p)) => p.display().to_string(),
                 None => "(not set)".into(),
             },
             _ => String::new(),
-        };
-        let from = if key == "password" && cs.password.is_some() && source == Source::Default {
-            "password file".to_string()
-        } else {
-            from
         };
         // The port is part of the host row; its source stays in the JSON.
         if key != "port" {
@@ -1049,10 +1038,10 @@ fn describe_policy(step: &mut StepReport, policy: &TlsPolicy) {
 
 fn warnings(cs: &ConnectionString, policy: &TlsPolicy) -> Vec<String> {
     let mut out = Vec::new();
-    match cs.sslmode {
+    match cs.sslmode() {
         Some(SslMode::Prefer | SslMode::Allow) => out.push(format!(
             "sslmode={} is treated as `require` (never plaintext); write `sslmode=verify-full` to also check the server's identity",
-            cs.sslmode.map_or("", SslMode::as_str)
+            cs.sslmode().map_or("", SslMode::as_str)
         )),
         _ if policy.verification == Verification::None => out.push(
             "the server's certificate will not be verified (sslmode=require without a root file): anyone on the network path could pose as the server; use `sslmode=verify-full`".into(),
@@ -1062,24 +1051,22 @@ fn warnings(cs: &ConnectionString, policy: &TlsPolicy) -> Vec<String> {
         ),
         _ => {}
     }
-    for host in &cs.hosts {
+    for host in cs.hosts() {
         if let Host::Tcp(name) = host {
-            if crate::pool::is_neon_pooler(name) {
+            if crate::neon::is_pooler(name) {
                 out.push(format!(
                     "{name} is a pooled endpoint (PgBouncer, transaction mode): SET, LISTEN, SQL PREPARE, advisory locks and temporary tables do not survive a transaction{}; use the endpoint without -pooler for sessions and migrations",
-                    if cs.options.is_some() { ", and the startup `options` are refused there" } else { "" }
+                    if cs.options().is_some() { ", and the startup `options` are refused there" } else { "" }
                 ));
             }
-            if name.parse::<IpAddr>().is_ok()
-                && !cs.options.as_deref().unwrap_or("").contains("endpoint=")
-            {
+            if name.parse::<IpAddr>().is_ok() && !cs.options().unwrap_or("").contains("endpoint=") {
                 out.push(format!(
                     "the host is an IP address ({name}), so no server name (SNI) is sent: a Neon endpoint cannot be found without it (\"Endpoint ID is not specified\"); use the endpoint's host name, or add `options=endpoint%3D<endpoint-id>`"
                 ));
             }
         }
     }
-    if !policy.sni && cs.hosts.iter().any(|h| matches!(h, Host::Tcp(_))) {
+    if !policy.sni && cs.hosts().iter().any(|h| matches!(h, Host::Tcp(_))) {
         out.push(
             "sslsni=0: no server name is sent; Neon's proxy needs it to find the endpoint".into(),
         );

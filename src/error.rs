@@ -1,6 +1,7 @@
 //! The crate's one error type: a kind to match on, the step that failed, a help line with
 //! the fix, and the underlying cause in [`std::error::Error::source`].
 
+use crate::diagnostics::Diagnosis;
 use std::error::Error as StdError;
 use std::fmt;
 
@@ -123,7 +124,7 @@ struct Inner {
     message: String,
     help: Option<String>,
     retryable: bool,
-    diagnosis: Option<&'static str>,
+    diagnosis: Option<Diagnosis>,
     source: Option<Cause>,
     attempts: Vec<Error>,
 }
@@ -179,8 +180,8 @@ impl Error {
         self
     }
 
-    pub(crate) fn with_diagnosis(mut self, id: &'static str) -> Self {
-        self.0.diagnosis = Some(id);
+    pub(crate) fn with_diagnosis(mut self, d: Diagnosis) -> Self {
+        self.0.diagnosis = Some(d);
         self
     }
 
@@ -194,10 +195,10 @@ impl Error {
         self.0.kind
     }
 
-    /// A stable identifier of the diagnosis (for example `neon-endpoint-not-specified` or
-    /// `certificate-unknown-issuer`), finer than [`Error::kind`]; the README's troubleshooting
-    /// table lists them all.
-    pub fn diagnosis(&self) -> Option<&'static str> {
+    /// What went wrong, finer than [`Error::kind`] (for example
+    /// [`Diagnosis::NeonEndpointNotSpecified`]); [`Diagnosis::id`] is its stable text form, and
+    /// the README's troubleshooting table lists them all.
+    pub fn diagnosis(&self) -> Option<Diagnosis> {
         self.0.diagnosis
     }
 

@@ -66,7 +66,8 @@ mod diagnostics;
 #[doc(hidden)]
 pub mod doctor;
 pub mod error;
-mod pgpass;
+mod neon;
+mod options;
 mod pool;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -74,14 +75,15 @@ mod tls;
 
 pub use config::ConnectionString;
 pub use connect::{ConnectionInfo, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT};
-pub use diagnostics::troubleshooting_table;
+pub use diagnostics::Diagnosis;
 pub use error::{Error, ErrorKind, Step};
+pub use options::Options;
 #[cfg(feature = "serde")]
-pub use pool::PoolSettings;
+pub use options::PoolSettings;
 pub use pool::{
-    Client, Manager, Options, Pool, PooledConnection, DEFAULT_APPLICATION_NAME,
-    DEFAULT_CHECK_AFTER_IDLE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE,
-    DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
+    Client, Manager, Pool, PooledConnection, DEFAULT_APPLICATION_NAME, DEFAULT_CHECK_AFTER_IDLE,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
 };
 pub use tls::{TlsInfo, TlsStream, Verification};
 

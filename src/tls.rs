@@ -123,10 +123,9 @@ impl TlsPolicy {
         cs: &ConnectionString,
         custom_roots: Option<&Arc<Vec<CertificateDer<'static>>>>,
     ) -> Result<TlsPolicy, Error> {
-        let given = cs.sslmode;
+        let given = cs.sslmode();
         let mode = given.unwrap_or(SslMode::VerifyFull);
-        let any_tcp = cs.hosts.iter().any(|h| matches!(h, Host::Tcp(_)))
-            || cs.hostaddrs.iter().any(Option::is_some);
+        let any_tcp = cs.targets().any(|t| !matches!(t.host, Some(Host::Unix(_))));
         let policy_err = |m: String| Error::new(ErrorKind::TlsPolicy, m).with_step(Step::Config);
 
         if mode == SslMode::Disable && any_tcp {
@@ -140,7 +139,7 @@ impl TlsPolicy {
                  refuse unencrypted connections anyway",
             ));
         }
-        if cs.sslrootcert == Some(RootCert::System)
+        if cs.sslrootcert() == Some(&RootCert::System)
             && given.is_some()
             && mode != SslMode::VerifyFull
         {
@@ -153,10 +152,10 @@ impl TlsPolicy {
                  the server's host name must be checked, as in libpq",
             ));
         }
-        let direct = cs.sslnegotiation == Some(SslNegotiation::Direct)
-            || (cs.sslnegotiation.is_none()
+        let direct = cs.sslnegotiation() == Some(SslNegotiation::Direct)
+            || (cs.sslnegotiation().is_none()
                 && !matches!(mode, SslMode::Allow | SslMode::Prefer | SslMode::Disable)
-                && all_neon_hosts(cs));
+                && crate::neon::direct_tls_by_default(cs));
         if direct && matches!(mode, SslMode::Allow | SslMode::Prefer | SslMode::Disable) {
             return Err(policy_err(format!(
                 "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \"require\", \"verify-ca\", or \"verify-full\")",
@@ -176,7 +175,7 @@ impl TlsPolicy {
         }
 
         // Which roots: given in code, then sslrootcert, then libpq's default file, then the system store.
-        let explicit_roots = match (custom_roots, &cs.sslrootcert) {
+        let explicit_roots = match (custom_roots, cs.sslrootcert()) {
             (Some(certs), _) => Some(Roots::Custom(certs.clone(), digest_certs(certs))),
             (None, Some(RootCert::File(path))) => Some(Roots::File(path.clone())),
             (None, Some(RootCert::System)) => Some(Roots::System),
@@ -212,8 +211,8 @@ impl TlsPolicy {
             },
         };
 
-        let client_cert = match (&cs.sslcert, &cs.sslkey) {
-            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        let client_cert = match (cs.sslcert(), cs.sslkey()) {
+            (Some(cert), Some(key)) => Some((cert.to_path_buf(), key.to_path_buf())),
             (Some(_), None) | (None, Some(_)) => {
                 return Err(Error::config(
                     "`sslcert` and `sslkey` must be given together".to_string(),
@@ -228,10 +227,10 @@ impl TlsPolicy {
             roots,
             client_cert,
             direct,
-            auto_direct: direct && cs.sslnegotiation.is_none(),
-            sni: cs.sslsni.unwrap_or(true),
-            min_version: cs.ssl_min_protocol_version,
-            max_version: cs.ssl_max_protocol_version,
+            auto_direct: direct && cs.sslnegotiation().is_none(),
+            sni: cs.sslsni().unwrap_or(true),
+            min_version: cs.ssl_min_protocol_version(),
+            max_version: cs.ssl_max_protocol_version(),
         })
     }
 
@@ -324,19 +323,6 @@ impl TlsPolicy {
         }
         Ok(config)
     }
-}
-
-/// Whether every TCP host is a Neon endpoint (`*.neon.tech`), whose proxy speaks direct TLS:
-/// then direct TLS is the default, saving the TLS request's round trip on every connection.
-fn all_neon_hosts(cs: &ConnectionString) -> bool {
-    let mut any = false;
-    for host in &cs.hosts {
-        match host {
-            Host::Tcp(name) if name.to_ascii_lowercase().ends_with(".neon.tech") => any = true,
-            _ => return false,
-        }
-    }
-    any
 }
 
 fn key_path_display(pair: &Option<(PathBuf, PathBuf)>) -> String {

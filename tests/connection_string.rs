@@ -266,14 +266,3 @@ fn redacted_round_trips() {
         assert_eq!(format!("{a:?}"), format!("{b:?}"), "{s}");
     }
 }
-
-#[test]
-fn readme_reference_table_matches_the_parser() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    assert!(
-        readme.contains(&neon_connect::config::reference_table()),
-        "README's connection string reference is out of date; paste:\n{}",
-        neon_connect::config::reference_table()
-    );
-}

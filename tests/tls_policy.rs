@@ -2,6 +2,7 @@
 //! The "system" root store is the test CA, given through `SSL_CERT_FILE`.
 
 use neon_connect::testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
+use neon_connect::Diagnosis;
 use neon_connect::{ConnectionString, ErrorKind, Options, Verification};
 use std::sync::OnceLock;
 
@@ -462,7 +463,11 @@ async fn neon_hosts_try_direct_tls_and_fall_back_once_per_host() {
         .await
         .expect_err("no fallback for an explicit sslnegotiation=direct");
     assert_eq!(err.kind(), ErrorKind::TlsHandshake, "{err:#}");
-    assert_eq!(err.diagnosis(), Some("tls-direct-unsupported"), "{err:#}");
+    assert_eq!(
+        err.diagnosis(),
+        Some(Diagnosis::TlsDirectUnsupported),
+        "{err:#}"
+    );
     assert!(!err.is_retryable());
     assert_eq!(bad_packets(), 2, "tried once: {}", log());
 }

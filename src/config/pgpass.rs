@@ -3,7 +3,41 @@
 //! the first matching line wins, and a file readable by group or others is ignored with a
 //! warning.
 
+use super::{ConnectionString, Host, Password};
 use std::path::{Path, PathBuf};
+
+/// When `cs` has no password, the password of the password file's first line that matches
+/// its first host, port, database and user (libpq matches a Unix socket, and no host at all,
+/// as `localhost`), recorded as coming from [`super::Source::PasswordFile`].
+pub(crate) fn fill_password(cs: &mut ConnectionString, env: impl Fn(&str) -> Option<String>) {
+    if cs.password().is_some() {
+        return;
+    }
+    let Some(path) = default_path(&env) else {
+        return;
+    };
+    let host = match cs.hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        _ => "localhost".to_string(),
+    };
+    let os_user = env("USER");
+    let Some(user) = cs.user().or(os_user.as_deref()).map(str::to_string) else {
+        return;
+    };
+    let dbname = cs.dbname().unwrap_or(&user).to_string();
+    let found = lookup_file(
+        &path,
+        &Lookup {
+            host: &host,
+            port: cs.port_for(0),
+            dbname: &dbname,
+            user: &user,
+        },
+    );
+    if let Some(password) = found {
+        cs.set_password_from_file(Password::new(password));
+    }
+}
 
 /// What one connection is matched on.
 pub(crate) struct Lookup<'a> {

@@ -1,0 +1,341 @@
+//! The typed values of connection parameters (`sslmode`, hosts, TLS versions, ...), where a
+//! value came from, and the parsers that turn libpq's spellings into them.
+
+use crate::error::Error;
+use std::fmt;
+use std::path::PathBuf;
+
+/// libpq's `sslmode`. All six values parse; what each one does is our TLS policy (see the crate docs).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SslMode {
+    /// `disable`: refused over TCP.
+    Disable,
+    /// `allow`: treated as `require`.
+    Allow,
+    /// `prefer`: treated as `require`.
+    Prefer,
+    /// `require`: encrypted; verified like `verify-ca` when a root certificate file is given.
+    Require,
+    /// `verify-ca`: encrypted, certificate chain verified.
+    VerifyCa,
+    /// `verify-full`: encrypted, chain and host name verified. The default.
+    VerifyFull,
+}
+
+/// libpq's `sslnegotiation` (PostgreSQL 17+).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SslNegotiation {
+    /// Ask with an SSLRequest first (the default).
+    Postgres,
+    /// Start the TLS handshake at once, with ALPN `postgresql`.
+    Direct,
+}
+
+/// libpq's `channel_binding`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelBinding {
+    /// Never use channel binding.
+    Disable,
+    /// Use it when the server offers SCRAM-SHA-256-PLUS (the default).
+    Prefer,
+    /// Fail unless channel binding is used.
+    Require,
+}
+
+/// Where root certificates come from (`sslrootcert`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RootCert {
+    /// `sslrootcert=system`: the platform's store (honours `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+    System,
+    /// A PEM bundle file.
+    File(PathBuf),
+}
+
+/// One host of the connection string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// A DNS name or an IP literal, reached over TCP with TLS.
+    Tcp(String),
+    /// A Unix socket directory (a host starting with `/`); TLS does not apply.
+    Unix(PathBuf),
+}
+
+/// TLS protocol versions for `ssl_min_protocol_version` / `ssl_max_protocol_version`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2
+    Tls12,
+    /// TLS 1.3
+    Tls13,
+}
+
+/// libpq's `load_balance_hosts`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoadBalanceHosts {
+    /// `disable`: hosts are tried in the order given (the default).
+    Disable,
+    /// `random`: hosts are tried in a random order, to spread connections.
+    Random,
+}
+
+impl LoadBalanceHosts {
+    pub(crate) const ALL: [LoadBalanceHosts; 2] =
+        [LoadBalanceHosts::Disable, LoadBalanceHosts::Random];
+
+    /// The libpq spelling: `disable` or `random`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadBalanceHosts::Disable => "disable",
+            LoadBalanceHosts::Random => "random",
+        }
+    }
+}
+
+/// `target_session_attrs` values tokio-postgres supports.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetSessionAttrs {
+    /// `any`
+    Any,
+    /// `read-write`
+    ReadWrite,
+    /// `read-only`
+    ReadOnly,
+}
+
+impl SslMode {
+    /// Every value, in libpq's order.
+    pub(crate) const ALL: [SslMode; 6] = [
+        SslMode::Disable,
+        SslMode::Allow,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    /// The libpq spelling, e.g. `verify-full`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl SslNegotiation {
+    pub(crate) const ALL: [SslNegotiation; 2] = [SslNegotiation::Postgres, SslNegotiation::Direct];
+
+    /// The libpq spelling: `postgres` or `direct`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslNegotiation::Postgres => "postgres",
+            SslNegotiation::Direct => "direct",
+        }
+    }
+}
+
+impl ChannelBinding {
+    pub(crate) const ALL: [ChannelBinding; 3] = [
+        ChannelBinding::Disable,
+        ChannelBinding::Prefer,
+        ChannelBinding::Require,
+    ];
+
+    /// The libpq spelling: `disable`, `prefer` or `require`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelBinding::Disable => "disable",
+            ChannelBinding::Prefer => "prefer",
+            ChannelBinding::Require => "require",
+        }
+    }
+}
+
+impl TlsVersion {
+    /// The libpq spelling: `TLSv1.2` or `TLSv1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "TLSv1.2",
+            TlsVersion::Tls13 => "TLSv1.3",
+        }
+    }
+}
+
+impl TargetSessionAttrs {
+    pub(crate) const ALL: [TargetSessionAttrs; 3] = [
+        TargetSessionAttrs::Any,
+        TargetSessionAttrs::ReadWrite,
+        TargetSessionAttrs::ReadOnly,
+    ];
+
+    /// The libpq spelling: `any`, `read-write` or `read-only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetSessionAttrs::Any => "any",
+            TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::ReadOnly => "read-only",
+        }
+    }
+}
+
+/// Where a setting's value came from.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The connection string.
+    ConnectionString,
+    /// A `PG*` environment variable.
+    Environment,
+    /// The crate's default.
+    Default,
+    /// Set in code, through a setter such as [`ConnectionString::set_password`].
+    Code,
+    /// The password file (`PGPASSFILE`, or `~/.pgpass`).
+    PasswordFile,
+}
+
+/// A password. Its `Debug` and `Display` print `***`; read it with [`Password::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub(super) String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(s: impl Into<String>) -> Self {
+        Password(s.into())
+    }
+    /// The password itself. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a raw value came from, for error messages.
+#[derive(Clone, Copy)]
+pub(super) enum Origin<'a> {
+    /// A key of the connection string, as the user spelled it.
+    Param(&'a str),
+    /// An environment variable.
+    Env(&'static str),
+}
+
+impl Origin<'_> {
+    /// "`sslmode`" or "the environment variable `PGSSLMODE`".
+    pub(super) fn name(self) -> String {
+        match self {
+            Origin::Param(k) => format!("`{k}`"),
+            Origin::Env(v) => format!("the environment variable `{v}`"),
+        }
+    }
+
+    /// `invalid value "x" for <origin>` with the accepted values as help. Never shows a
+    /// password.
+    pub(super) fn invalid(self, value: &str, accepted: &str) -> Error {
+        let shown = match self {
+            Origin::Param("password") | Origin::Env("PGPASSWORD") => "***".to_string(),
+            _ => format!("\"{value}\""),
+        };
+        Error::config(format!("invalid value {shown} for {}", self.name()))
+            .with_help(format!("accepted values: {accepted}"))
+    }
+}
+
+/// "`a`, `b`, `c`".
+pub(super) fn one_of(names: impl IntoIterator<Item = &'static str>) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The value of `all` whose libpq spelling is `value`.
+pub(super) fn pick<T: Copy>(
+    value: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    origin: Origin<'_>,
+) -> Result<T, Error> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v) == value)
+        .ok_or_else(|| origin.invalid(value, &one_of(all.iter().map(|v| name(*v)))))
+}
+
+/// libpq's `0`/`1` switches.
+pub(super) fn parse_bool(value: &str, origin: Origin<'_>) -> Result<bool, Error> {
+    match value {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        _ => Err(origin.invalid(value, "`0`, `1`")),
+    }
+}
+
+/// A whole number (surrounding spaces allowed, as libpq does).
+pub(super) fn parse_int<T: std::str::FromStr>(
+    value: &str,
+    origin: Origin<'_>,
+    accepted: &str,
+) -> Result<T, Error> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| origin.invalid(value, accepted))
+}
+
+/// A port: digits only, 1 to 65535.
+pub(super) fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|n| *n > 0)
+}
+
+/// A comma list of hosts; a host starting with `/` is a Unix socket directory.
+pub(super) fn parse_hosts(value: &str, origin: Origin<'_>) -> Result<Vec<Host>, Error> {
+    if value.is_empty() {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|h| {
+            if h.is_empty() {
+                return Err(Error::config(format!(
+                    "empty entry in the host list of {}",
+                    origin.name()
+                ))
+                .with_help("remove the extra `,`: write several hosts as `host1,host2`"));
+            }
+            Ok(if h.starts_with('/') {
+                Host::Unix(PathBuf::from(h))
+            } else {
+                let h = h
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(h);
+                Host::Tcp(h.to_string())
+            })
+        })
+        .collect()
+}
