@@ -63,7 +63,6 @@ pub mod config;
 mod connect;
 mod diagnostics;
 #[cfg(feature = "cli")]
-#[doc(hidden)]
 pub mod doctor;
 pub mod error;
 mod neon;
