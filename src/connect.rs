@@ -220,6 +220,7 @@ impl Connector {
                         ErrorKind::ConnectionString
                             | ErrorKind::TlsPolicy
                             | ErrorKind::RootCertificates
+                            | ErrorKind::ClientCertificate
                     );
                     failures.push(e);
                     // Settings errors are the same for every host: stop at once.
@@ -623,6 +624,7 @@ fn retry_cannot_help(kind: ErrorKind) -> bool {
         ErrorKind::ConnectionString
             | ErrorKind::TlsPolicy
             | ErrorKind::RootCertificates
+            | ErrorKind::ClientCertificate
             | ErrorKind::Certificate
             | ErrorKind::TlsRefused
             | ErrorKind::Authentication
@@ -714,6 +716,7 @@ mod tests {
             ErrorKind::ConnectionString,
             ErrorKind::TlsPolicy,
             ErrorKind::RootCertificates,
+            ErrorKind::ClientCertificate,
             ErrorKind::TlsRefused,
         ] {
             assert!(retry_cannot_help(kind), "{kind}");

@@ -15,8 +15,10 @@ pub enum ErrorKind {
     ConnectionString,
     /// The settings are well formed but our TLS policy refuses them (for example `sslmode=disable`).
     TlsPolicy,
-    /// The root certificates (system store, `sslrootcert` file) or the client certificate could not be loaded.
+    /// The root certificates (system store, `sslrootcert` file) could not be loaded.
     RootCertificates,
+    /// The client certificate or key (`sslcert`, `sslkey`) could not be loaded or do not match.
+    ClientCertificate,
     /// The server's certificate was rejected (unknown issuer, wrong host name, expired, ...).
     Certificate,
     /// The server refused or lacks TLS, or broke the TLS negotiation in a way that looks like tampering.
@@ -46,6 +48,7 @@ impl ErrorKind {
             ErrorKind::ConnectionString => "connection string",
             ErrorKind::TlsPolicy => "tls policy",
             ErrorKind::RootCertificates => "root certificates",
+            ErrorKind::ClientCertificate => "client certificate",
             ErrorKind::Certificate => "certificate",
             ErrorKind::TlsRefused => "tls refused",
             ErrorKind::TlsHandshake => "tls handshake",

@@ -312,7 +312,8 @@ impl Options {
     /// per-host deadlines and retries, and the readable errors.
     ///
     /// # Errors
-    /// [`ErrorKind::RootCertificates`] when the roots or client certificate cannot be loaded.
+    /// [`ErrorKind::RootCertificates`] or [`ErrorKind::ClientCertificate`] when the roots or
+    /// the client certificate cannot be loaded.
     pub async fn rustls_connector(
         &self,
     ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Error> {

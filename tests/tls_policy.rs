@@ -210,7 +210,7 @@ async fn require_without_roots_encrypts_but_does_not_verify() {
         .await
         .expect("require connects");
     let tls = pool.info().unwrap().tls.clone().expect("encrypted");
-    assert_eq!(tls.verification, Verification::None);
+    assert_eq!(tls.verification, Verification::Unverified);
     assert_eq!(select_one(&pool).await, 1);
 }
 

@@ -405,6 +405,6 @@ mod tests {
 
     #[test]
     fn verification_words() {
-        assert_eq!(Verification::None.to_string(), "not verified");
+        assert_eq!(Verification::Unverified.to_string(), "not verified");
     }
 }

@@ -344,7 +344,7 @@ impl Doctor<'_> {
             .await;
         let took = began.elapsed();
         let verdict = match policy.verification {
-            Verification::None => "encrypted; the certificate was not verified".to_string(),
+            Verification::Unverified => "encrypted; the certificate was not verified".to_string(),
             v => format!("{v} against {}", policy.roots.describe()),
         };
         let mode = connector

@@ -87,7 +87,7 @@ pub(super) fn describe_settings(step: &mut StepReport, cs: &ConnectionString) {
 
 pub(super) fn describe_policy(step: &mut StepReport, policy: &TlsPolicy) {
     let roots = match tls::root_store(&policy.roots) {
-        Ok(store) if policy.roots != Roots::None => {
+        Ok(store) if policy.roots != Roots::Unused => {
             let n = store.len();
             let plural = if n == 1 { "" } else { "s" };
             format!("{} ({n} certificate{plural})", policy.roots.describe())
@@ -101,7 +101,7 @@ pub(super) fn describe_policy(step: &mut StepReport, policy: &TlsPolicy) {
         match policy.verification {
             Verification::Full => "the certificate chain and the host name (verify-full)",
             Verification::Chain => "the certificate chain, not the host name",
-            Verification::None => "nothing: encrypted, but the server is not verified",
+            Verification::Unverified => "nothing: encrypted, but the server is not verified",
         },
     );
 }
@@ -113,7 +113,7 @@ pub(super) fn warnings(cs: &ConnectionString, policy: &TlsPolicy) -> Vec<String>
             "sslmode={} is treated as `require` (never plaintext); write `sslmode=verify-full` to also check the server's identity",
             cs.sslmode().map_or("", SslMode::as_str)
         )),
-        _ if policy.verification == Verification::None => out.push(
+        _ if policy.verification == Verification::Unverified => out.push(
             "the server's certificate will not be verified (sslmode=require without a root file): anyone on the network path could pose as the server; use `sslmode=verify-full`".into(),
         ),
         Some(SslMode::VerifyCa) => out.push(

@@ -43,8 +43,8 @@ pub(super) async fn inspect(
     use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
     let mut stream = target.stream;
     let open = TlsPolicy {
-        verification: Verification::None,
-        roots: Roots::None,
+        verification: Verification::Unverified,
+        roots: Roots::Unused,
         client_cert: None,
         ..policy.clone()
     };
@@ -136,7 +136,7 @@ pub(super) async fn inspect(
 pub(super) fn verify_full_verdict(policy: &TlsPolicy, label: &str, info: &TlsInfo) -> String {
     use rustls::client::danger::ServerCertVerifier;
     let roots = match &policy.roots {
-        Roots::None => Roots::System,
+        Roots::Unused => Roots::System,
         other => other.clone(),
     };
     let store = match tls::root_store(&roots) {

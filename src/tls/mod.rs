@@ -1,0 +1,343 @@
+//! TLS policy: which sslmode means what, where root certificates come from, and the rustls
+//! connector that tokio-postgres uses.
+//!
+//! Root stores and `ClientConfig`s are built once per process (per distinct policy) and shared
+//! by every connection; nothing here reads a file on the connect path.
+//!
+//! `mod.rs` holds the policy and the rustls configuration it builds; `roots.rs` the trusted
+//! roots, `identity.rs` the client certificate and key, `verify.rs` the two weaker verifiers,
+//! `stream.rs` the connector tokio-postgres drives and what it records.
+
+mod identity;
+mod roots;
+mod stream;
+mod verify;
+
+pub(crate) use roots::{root_store, Roots};
+pub(crate) use stream::{MakeTls, MissingAlpn, Probe, UnencryptedDataAfterSslResponse};
+pub use stream::{TlsInfo, TlsStream};
+
+use crate::config::{ConnectionString, Host, RootCert, SslMode, SslNegotiation, TlsVersion};
+use crate::error::{Error, ErrorKind, Step};
+use identity::load_client_identity;
+use roots::{default_root_file, digest_certs};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::ClientConfig;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use verify::{ChainOnly, NoVerification};
+
+/// How the server's certificate is checked.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verification {
+    /// Chain and host name (`verify-full`).
+    Full,
+    /// Chain only (`verify-ca`, or `require` with a root certificate file, as in libpq).
+    Chain,
+    /// Not checked: encrypted only (`require`, `prefer` or `allow` without a root certificate file).
+    Unverified,
+}
+
+impl Verification {
+    /// The old name of [`Verification::Unverified`].
+    #[deprecated(since = "0.2.0", note = "renamed `Verification::Unverified`")]
+    #[allow(non_upper_case_globals)]
+    pub const None: Verification = Verification::Unverified;
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verification::Full => "chain and host name verified",
+            Verification::Chain => "chain verified, host name not checked",
+            Verification::Unverified => "not verified",
+        })
+    }
+}
+
+/// The resolved TLS policy for one connection string: what is verified against which roots.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TlsPolicy {
+    pub(crate) verification: Verification,
+    pub(crate) roots: Roots,
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    /// Direct TLS (`sslnegotiation=direct`, or chosen for Neon hosts when it is not set).
+    pub(crate) direct: bool,
+    /// `direct` was our choice, not the connection string's: a host that turns out not to
+    /// speak direct TLS is tried again with the TLS request (see `Connector`).
+    pub(crate) auto_direct: bool,
+    pub(crate) sni: bool,
+    pub(crate) min_version: Option<TlsVersion>,
+    pub(crate) max_version: Option<TlsVersion>,
+}
+
+fn warn_once(flag: &'static AtomicBool, message: &str) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        tracing::warn!(target: "neon_connect", "{message}");
+    }
+}
+
+static WARNED_WEAK: AtomicBool = AtomicBool::new(false);
+static WARNED_UNVERIFIED: AtomicBool = AtomicBool::new(false);
+
+impl TlsPolicy {
+    /// Applies our policy to the parsed settings. `custom_roots` are roots given in code.
+    /// Checks for `~/.postgresql/root.crt` (libpq's default root file), so call it off the
+    /// async path or once per pool.
+    pub(crate) fn resolve(
+        cs: &ConnectionString,
+        custom_roots: Option<&Arc<Vec<CertificateDer<'static>>>>,
+    ) -> Result<TlsPolicy, Error> {
+        let given = cs.sslmode();
+        let mode = given.unwrap_or(SslMode::VerifyFull);
+        let any_tcp = cs.targets().any(|t| !matches!(t.host, Some(Host::Unix(_))));
+        let policy_err = |m: String| Error::new(ErrorKind::TlsPolicy, m).with_step(Step::Config);
+
+        if mode == SslMode::Disable && any_tcp {
+            return Err(policy_err(
+                "`sslmode=disable` is refused: neon-connect never connects without TLS over TCP"
+                    .into(),
+            )
+            .with_help(
+                "remove `sslmode=disable` from the connection string (the default, `verify-full`, \
+                 encrypts and checks the server's identity); Neon and other TLS-only servers \
+                 refuse unencrypted connections anyway",
+            ));
+        }
+        if cs.sslrootcert() == Some(&RootCert::System)
+            && given.is_some()
+            && mode != SslMode::VerifyFull
+        {
+            return Err(policy_err(format!(
+                "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
+                mode.as_str()
+            ))
+            .with_help(
+                "write `sslmode=verify-full`, or leave sslmode out: with `sslrootcert=system` \
+                 the server's host name must be checked, as in libpq",
+            ));
+        }
+        let direct = cs.sslnegotiation() == Some(SslNegotiation::Direct)
+            || (cs.sslnegotiation().is_none()
+                && !matches!(mode, SslMode::Allow | SslMode::Prefer | SslMode::Disable)
+                && crate::neon::direct_tls_by_default(cs));
+        if direct && matches!(mode, SslMode::Allow | SslMode::Prefer | SslMode::Disable) {
+            return Err(policy_err(format!(
+                "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \"require\", \"verify-ca\", or \"verify-full\")",
+                mode.as_str()
+            ))
+            .with_help("write `sslmode=verify-full` (or `require`) next to `sslnegotiation=direct`"));
+        }
+        if matches!(mode, SslMode::Allow | SslMode::Prefer) {
+            warn_once(
+                &WARNED_WEAK,
+                &format!(
+                    "sslmode={} is treated as `require`: the connection is always encrypted and \
+                     never falls back to plaintext; use `verify-full` to also check the server's identity",
+                    mode.as_str()
+                ),
+            );
+        }
+
+        // Which roots: given in code, then sslrootcert, then libpq's default file, then the system store.
+        let explicit_roots = match (custom_roots, cs.sslrootcert()) {
+            (Some(certs), _) => Some(Roots::Custom(certs.clone(), digest_certs(certs))),
+            (None, Some(RootCert::File(path))) => Some(Roots::File(path.clone())),
+            (None, Some(RootCert::System)) => Some(Roots::System),
+            (None, None) => default_root_file().map(Roots::File),
+        };
+
+        let (verification, roots) = match mode {
+            SslMode::VerifyFull => (Verification::Full, explicit_roots.unwrap_or(Roots::System)),
+            SslMode::VerifyCa => match explicit_roots {
+                Some(roots) => (Verification::Chain, roots),
+                None => {
+                    return Err(policy_err(
+                        "`sslmode=verify-ca` needs a root certificate file, and none was given".into(),
+                    )
+                    .with_help(
+                        "set `sslrootcert=/path/to/ca.pem` (or PGSSLROOTCERT) to your server's CA, \
+                         or use `sslmode=verify-full` to check the server against the system root store",
+                    ))
+                }
+            },
+            // libpq: `require` verifies like verify-ca when a root file is present.
+            _ => match explicit_roots {
+                Some(roots) => (Verification::Chain, roots),
+                None => {
+                    warn_once(
+                        &WARNED_UNVERIFIED,
+                        "sslmode=require without a root certificate: the connection is encrypted but the \
+                         server's certificate is not verified, so an attacker on the network path could \
+                         impersonate the server; use `sslmode=verify-full` to verify it",
+                    );
+                    (Verification::Unverified, Roots::Unused)
+                }
+            },
+        };
+
+        let client_cert = match (cs.sslcert(), cs.sslkey()) {
+            (Some(cert), Some(key)) => Some((cert.to_path_buf(), key.to_path_buf())),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::config(
+                    "`sslcert` and `sslkey` must be given together".to_string(),
+                )
+                .with_help("set both `sslcert=/path/client.crt` and `sslkey=/path/client.key`"))
+            }
+            (None, None) => None,
+        };
+
+        Ok(TlsPolicy {
+            verification,
+            roots,
+            client_cert,
+            direct,
+            auto_direct: direct && cs.sslnegotiation().is_none(),
+            sni: cs.sslsni().unwrap_or(true),
+            min_version: cs.ssl_min_protocol_version(),
+            max_version: cs.ssl_max_protocol_version(),
+        })
+    }
+
+    /// The same policy with the TLS request instead of direct TLS.
+    pub(crate) fn without_direct(&self) -> TlsPolicy {
+        TlsPolicy {
+            direct: false,
+            auto_direct: false,
+            ..self.clone()
+        }
+    }
+
+    /// The shared rustls configuration for this policy, built on first use.
+    pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
+        static CONFIGS: OnceLock<Mutex<HashMap<TlsPolicy, Arc<ClientConfig>>>> = OnceLock::new();
+        let configs = CONFIGS.get_or_init(Default::default);
+        if let Some(config) = lock(configs).get(self) {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(self.build_client_config()?);
+        Ok(lock(configs).entry(self.clone()).or_insert(config).clone())
+    }
+
+    fn build_client_config(&self) -> Result<ClientConfig, Error> {
+        let provider = provider();
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+            (TlsVersion::Tls12, &rustls::version::TLS12),
+            (TlsVersion::Tls13, &rustls::version::TLS13),
+        ]
+        .into_iter()
+        .filter(|(v, _)| {
+            self.min_version.is_none_or(|min| *v >= min)
+                && self.max_version.is_none_or(|max| *v <= max)
+        })
+        .map(|(_, v)| v)
+        .collect();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| {
+                Error::config("no TLS protocol version is left between the minimum and maximum")
+                    .with_source(e)
+            })?;
+
+        let verifier: Arc<dyn ServerCertVerifier> = match self.verification {
+            Verification::Unverified => Arc::new(NoVerification(provider.clone())),
+            Verification::Full | Verification::Chain => {
+                let store = root_store(&self.roots)?;
+                let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+                    .build()
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::RootCertificates,
+                            "could not build the certificate verifier",
+                        )
+                        .with_step(Step::Config)
+                        .with_source(e)
+                    })?;
+                if self.verification == Verification::Full {
+                    webpki
+                } else {
+                    Arc::new(ChainOnly(webpki))
+                }
+            }
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &self.client_cert {
+            Some((cert, key)) => {
+                let (chain, key) = load_client_identity(cert, key)?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    Error::new(
+                        ErrorKind::ClientCertificate,
+                        format!(
+                            "the client certificate {} does not match the key {}",
+                            cert.display(),
+                            key_path_display(&self.client_cert)
+                        ),
+                    )
+                    .with_step(Step::Config)
+                    .with_help("point `sslkey` at the private key that belongs to `sslcert`")
+                    .with_source(e)
+                })?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.enable_sni = self.sni;
+        if self.direct {
+            config.alpn_protocols = vec![b"postgresql".to_vec()];
+        }
+        Ok(config)
+    }
+}
+
+fn key_path_display(pair: &Option<(PathBuf, PathBuf)>) -> String {
+    pair.as_ref()
+        .map(|(_, k)| k.display().to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The crypto provider: the application's process default when it installed one, otherwise
+/// the one our features select (aws-lc-rs over ring when both are on; never a panic).
+/// P-256 is moved to the front of the key exchange groups: PostgreSQL up to 17 accepts only
+/// P-256 by default, and a first key share it accepts saves a HelloRetryRequest round trip.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let mut provider = match CryptoProvider::get_default() {
+                Some(p) => (**p).clone(),
+                None => feature_provider(),
+            };
+            provider
+                .kx_groups
+                .sort_by_key(|g| g.name() != rustls::NamedGroup::secp256r1);
+            Arc::new(provider)
+        })
+        .clone()
+}
+
+#[cfg(feature = "aws-lc-rs")]
+fn feature_provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
+#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+fn feature_provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+compile_error!(
+    "neon-connect needs a crypto provider: enable the `ring` (default) or `aws-lc-rs` feature"
+);
