@@ -56,6 +56,21 @@
 //! | `cli` | the `neon-doctor` program | no |
 //!
 //! The minimum supported Rust version is 1.85.
+//!
+//! # Where things live
+//!
+//! | concept | owner |
+//! |---|---|
+//! | a connection parameter (parsing, `PG*` variable, default, redacted form, docs) | one row of the key table in `config/keys.rs`, its field and getter in `config/mod.rs`, and the code that uses it |
+//! | connection string lexers, the password file | `config/url.rs`, `config/keyvalue.rs`, `config/env.rs`, `config/pgpass.rs` |
+//! | what a pool is built from ([`Options`]) | `options.rs` |
+//! | opening one connection: hosts × addresses, deadlines, retries, the driver's `Config` | `connect.rs` |
+//! | the TLS policy (`sslmode` table, roots, client certificates, verifiers, the stream) | `tls/` |
+//! | Neon: its hosts, endpoint IDs, `-pooler`, direct TLS by default, its proxy's texts | `neon.rs` |
+//! | a diagnosis (id, kind, retried, help) and the classifier | `diagnostics/catalogue.rs`, `diagnostics/mod.rs` |
+//! | the error type | `error.rs` |
+//! | the pool (manager, recycle checks, checkout) | `pool.rs` |
+//! | the doctor's steps (feature `cli`); the program | `doctor/`; `src/bin/neon-doctor/` |
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
@@ -85,6 +100,11 @@ pub use pool::{
     DEFAULT_WAIT_TIMEOUT,
 };
 pub use tls::{TlsInfo, TlsStream, Verification};
+
+/// The README's code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use deadpool;
 pub use deadpool_postgres;
