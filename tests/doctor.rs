@@ -2,8 +2,8 @@
 //! in text and in JSON. The test CA is the "system" store (`SSL_CERT_FILE`, inherited by the
 //! program), so URLs without `sslmode` mean verify-full against it.
 
-use neon_connect::testing::neon::{FakeNeonProxy, Script};
-use neon_connect::testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
+use neon_connect_testing::neon::{FakeNeonProxy, Script};
+use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use serde_json::Value;
 use std::process::Command;
 

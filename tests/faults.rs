@@ -4,9 +4,9 @@
 //! Figures are printed to stderr (`cargo test --test faults -- --nocapture`). The load test runs
 //! for `NEON_CONNECT_LOAD_SECS` seconds (default 8, to keep CI fast; the issue asks for 20).
 
-use neon_connect::testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use neon_connect::tokio_postgres::error::SqlState;
 use neon_connect::{ConnectionString, ErrorKind, Options, Pool, Step, Verification};
+use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use std::error::Error as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -634,8 +634,8 @@ async fn through_scripted_proxy(
 ) -> (Result<Pool, neon_connect::Error>, usize) {
     trust_test_ca_as_system_store().expect("test CA bundle");
     let s = PgServer::shared();
-    let proxy = neon_connect::testing::neon::FakeNeonProxy::start(
-        neon_connect::testing::neon::Script::FailThenRelay {
+    let proxy = neon_connect_testing::neon::FakeNeonProxy::start(
+        neon_connect_testing::neon::Script::FailThenRelay {
             n: failures,
             code: code.into(),
             message: message.into(),
