@@ -15,10 +15,10 @@
 
 use neon_connect::deadpool_postgres;
 use neon_connect::rustls::{self, crypto::CryptoProvider, ClientConfig, RootCertStore};
-use neon_connect::testing::{PgServer, ServerOptions};
 use neon_connect::tokio_postgres::{self, config::SslMode};
 use neon_connect::tokio_postgres_rustls::MakeRustlsConnect;
 use neon_connect::Options;
+use neon_connect_testing::{PgServer, ServerOptions};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! cargo run --example local_server
 //! ```
 
-use neon_connect::testing::{PgServer, ServerOptions};
+use neon_connect_testing::{PgServer, ServerOptions};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

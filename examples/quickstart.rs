@@ -8,7 +8,7 @@
 //! DATABASE_URL='postgresql://user:pass@ep-x.aws.neon.tech/neondb' cargo run --example quickstart
 //! ```
 
-use neon_connect::testing::{PgServer, ServerOptions};
+use neon_connect_testing::{PgServer, ServerOptions};
 use std::process::ExitCode;
 
 #[tokio::main]

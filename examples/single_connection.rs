@@ -9,7 +9,7 @@
 //! Without `DATABASE_URL` (and no `PGHOST`) it starts a local TLS-only PostgreSQL and connects
 //! to that.
 
-use neon_connect::testing::{PgServer, ServerOptions};
+use neon_connect_testing::{PgServer, ServerOptions};
 use std::process::ExitCode;
 
 #[tokio::main]

@@ -52,8 +52,12 @@
 //! | `aws-lc-rs` | rustls with aws-lc-rs | no |
 //! | `webpki-roots` | Mozilla's roots when the system store is empty | no |
 //! | `serde` | `PoolSettings`: pool settings from configuration | no |
-//! | `testing` | `testing`: real TLS-only PostgreSQL servers for tests | no |
 //! | `cli` | the `neon-doctor` program | no |
+//!
+//! `ring` and `aws-lc-rs` only choose the rustls crypto provider and add no API (a provider the
+//! application installed with `CryptoProvider::install_default` wins over both); docs.rs builds
+//! with `ring`, `serde` and `webpki-roots`. The real-server test fixture is its own crate,
+//! `neon-connect-testing`.
 //!
 //! The minimum supported Rust version is 1.85.
 //!
@@ -83,8 +87,6 @@ pub mod error;
 mod neon;
 mod options;
 mod pool;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod tls;
 
 pub use config::ConnectionString;

@@ -4,7 +4,7 @@
 #[path = "../examples/axum/app.rs"]
 mod app;
 
-use neon_connect::testing::PgServer;
+use neon_connect_testing::PgServer;
 use std::future::IntoFuture;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -176,7 +176,7 @@ async fn plain_tokio_postgres_with_the_crates_connector() {
         // A CA that did not sign the server's certificate: the connector refuses the server.
         let dir = tempfile::tempdir().unwrap();
         let other_ca = dir.path().join("other-ca.pem");
-        let other = neon_connect::testing::TestCa::new("some other CA").unwrap();
+        let other = neon_connect_testing::TestCa::new("some other CA").unwrap();
         std::fs::write(&other_ca, other.cert_pem()).unwrap();
         let bad = options(&other_ca);
         let Err(err) = bad

@@ -1,8 +1,8 @@
 //! Client certificates (`sslcert` / `sslkey`) against a real server whose `pg_hba.conf` says
 //! `clientcert=verify-full`. RSA is not covered: rcgen on ring cannot generate RSA keys.
 
-use neon_connect::testing::{KeyAlgorithm, LeafSpec, PgServer, ServerOptions, TestCa};
 use neon_connect::{ConnectionString, Options};
+use neon_connect_testing::{KeyAlgorithm, LeafSpec, PgServer, ServerOptions, TestCa};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -2,8 +2,8 @@
 //! connection that silently trusts nothing or everything. Its own test binary (own process),
 //! because the system store is loaded once per process.
 
-use neon_connect::testing::PgServer;
 use neon_connect::ErrorKind;
+use neon_connect_testing::PgServer;
 
 #[tokio::test]
 async fn empty_system_store_is_an_error_with_the_fix() {

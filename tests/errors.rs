@@ -2,10 +2,10 @@
 //! PostgreSQL servers where the failure can be made real, a scripted Neon-like proxy for the
 //! answers only Neon's proxy gives.
 
-use neon_connect::testing::neon::{FakeNeonProxy, Script};
-use neon_connect::testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use neon_connect::Diagnosis;
 use neon_connect::{ConnectionString, Error, ErrorKind, Options, Step};
+use neon_connect_testing::neon::{FakeNeonProxy, Script};
+use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use std::time::Duration;
 
 fn shared() -> &'static PgServer {

@@ -4,9 +4,9 @@
 //! Figures are printed to stderr (`cargo test --test faults -- --nocapture`). The load test runs
 //! for `NEON_CONNECT_LOAD_SECS` seconds (default 8, to keep CI fast; the issue asks for 20).
 
-use neon_connect::testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use neon_connect::tokio_postgres::error::SqlState;
 use neon_connect::{ConnectionString, ErrorKind, Options, Pool, Step, Verification};
+use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use std::error::Error as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -545,7 +545,12 @@ async fn load_with_terminations_never_hangs_or_overflows() {
     let unclassified = Arc::new(Mutex::new(Vec::<String>::new()));
     let hung = Arc::new(AtomicU64::new(0));
     let slowest = Arc::new(AtomicU64::new(0));
+    // At least `secs` seconds and at least MIN_REQUESTS requests: on a loaded machine the
+    // requests take longer, and the test waits for them (up to `HARD_END`) instead of failing
+    // on how fast the machine happens to be.
+    const MIN_REQUESTS: u64 = 1001;
     let end = Instant::now() + Duration::from_secs(secs);
+    let hard_end = end + Duration::from_secs(60);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..TASKS {
         let (pool, requests, errors, unclassified, hung, slowest) = (
@@ -557,7 +562,9 @@ async fn load_with_terminations_never_hangs_or_overflows() {
             slowest.clone(),
         );
         tasks.spawn(async move {
-            while Instant::now() < end {
+            while Instant::now() < end
+                || (requests.load(Ordering::Relaxed) < MIN_REQUESTS && Instant::now() < hard_end)
+            {
                 requests.fetch_add(1, Ordering::Relaxed);
                 let op = async {
                     let client = pool.get().await.map_err(|e| {
@@ -589,7 +596,8 @@ async fn load_with_terminations_never_hangs_or_overflows() {
         });
     }
     // A request started just before the end may take up to OP_TIMEOUT (then it counts as hung).
-    let join_deadline = tokio::time::Instant::from_std(end + OP_TIMEOUT + Duration::from_secs(5));
+    let join_deadline =
+        tokio::time::Instant::from_std(hard_end + OP_TIMEOUT + Duration::from_secs(5));
     let joined = tokio::time::timeout_at(join_deadline, async {
         while let Some(r) = tasks.join_next().await {
             r.expect("task panicked");
@@ -634,8 +642,8 @@ async fn through_scripted_proxy(
 ) -> (Result<Pool, neon_connect::Error>, usize) {
     trust_test_ca_as_system_store().expect("test CA bundle");
     let s = PgServer::shared();
-    let proxy = neon_connect::testing::neon::FakeNeonProxy::start(
-        neon_connect::testing::neon::Script::FailThenRelay {
+    let proxy = neon_connect_testing::neon::FakeNeonProxy::start(
+        neon_connect_testing::neon::Script::FailThenRelay {
             n: failures,
             code: code.into(),
             message: message.into(),

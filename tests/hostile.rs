@@ -1,10 +1,8 @@
-//! Attacks by scripted hostile peers on 127.0.0.1 (see `neon_connect::testing::hostile`).
+//! Attacks by scripted hostile peers on 127.0.0.1 (see `neon_connect_testing::hostile`).
 
-use neon_connect::testing::hostile::{
-    Answer, DirectTlsWithoutAlpn, HostilePeer, InterceptingRelay,
-};
-use neon_connect::testing::PgServer;
 use neon_connect::{ConnectionString, Options};
+use neon_connect_testing::hostile::{Answer, DirectTlsWithoutAlpn, HostilePeer, InterceptingRelay};
+use neon_connect_testing::PgServer;
 use std::time::Duration;
 
 const PASSWORD: &str = "npg_TestSecret42";
@@ -150,7 +148,7 @@ async fn interception_with_a_trusted_certificate_fails_with_channel_binding() {
 
 #[tokio::test]
 async fn wrong_identities_are_refused_in_verify_full_and_where_libpq_refuses_in_verify_ca() {
-    use neon_connect::testing::{CertKind, ServerOptions};
+    use neon_connect_testing::{CertKind, ServerOptions};
     let ca = ca();
     for kind in [
         CertKind::WrongHost,
@@ -193,7 +191,7 @@ async fn wrong_identities_are_refused_in_verify_full_and_where_libpq_refuses_in_
 
 #[tokio::test]
 async fn tls_protocol_version_bounds_are_applied() {
-    use neon_connect::testing::ServerOptions;
+    use neon_connect_testing::ServerOptions;
     let ca = ca();
     let server = PgServer::shared();
     let pool = connect(&format!(

@@ -2,7 +2,7 @@
 //! the TLS test server: what Neon's `-pooler` endpoints are. Parameterised queries through the
 //! pool, from many tasks at once, must work.
 
-use neon_connect::testing::{LeafSpec, PgServer, TestCa};
+use neon_connect_testing::{LeafSpec, PgServer, TestCa};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,8 +2,8 @@
 //! `Display`, errors or panic messages, for URL and key=value input, percent-encoded or not,
 //! across successful connections and failures.
 
-use neon_connect::testing::{PgServer, ServerOptions};
 use neon_connect::{ConnectionString, Options};
+use neon_connect_testing::{PgServer, ServerOptions};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! Every row of the TLS policy table, against real PostgreSQL servers with real certificates.
 //! The "system" root store is the test CA, given through `SSL_CERT_FILE`.
 
-use neon_connect::testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use neon_connect::Diagnosis;
 use neon_connect::{ConnectionString, ErrorKind, Options, Verification};
+use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use std::sync::OnceLock;
 
 fn setup() -> &'static PgServer {

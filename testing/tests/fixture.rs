@@ -1,11 +1,11 @@
-//! Tests of the real-server fixture (`neon_connect::testing`) itself.
+//! Tests of the real-server fixture (`neon_connect_testing`) itself.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Instant;
 
-use neon_connect::testing::{CertKind, LeafSpec, PgServer, ServerOptions, TestCa};
+use neon_connect_testing::{CertKind, LeafSpec, PgServer, ServerOptions, TestCa};
 
 /// `None` when openssl is not installed (the check is skipped), else whether the server's
 /// certificate verified against `ca_file` for host name `localhost`.
@@ -207,13 +207,13 @@ fn every_cert_kind_is_served() {
 
 #[test]
 fn shared_server_and_system_store() {
-    let path = neon_connect::testing::trust_test_ca_as_system_store().unwrap();
+    let path = neon_connect_testing::trust_test_ca_as_system_store().unwrap();
     assert_eq!(
         std::env::var_os("SSL_CERT_FILE").as_deref(),
         Some(path.as_os_str())
     );
     assert_eq!(
-        neon_connect::testing::trust_test_ca_as_system_store().unwrap(),
+        neon_connect_testing::trust_test_ca_as_system_store().unwrap(),
         path
     );
     let server = PgServer::shared();
@@ -222,7 +222,7 @@ fn shared_server_and_system_store() {
     assert_eq!(server.ca_file(), path);
 }
 
-/// `cargo test --features testing --test fixture -- --ignored --nocapture start_timings`
+/// `cargo test -p neon-connect-testing --test fixture -- --ignored --nocapture start_timings`
 #[test]
 #[ignore = "prints timings; run on demand"]
 fn start_timings() {

@@ -1,6 +1,9 @@
 //! A real PostgreSQL server for tests: TLS only, SCRAM passwords, certificates from a test CA.
 //!
-//! Enabled by the `testing` feature. Everything here is blocking `std` code, so it works from
+//! The test fixture of [neon-connect](https://docs.rs/neon-connect), as its own crate so that
+//! your tests depend on it (`[dev-dependencies]`) and the library's docs stay about the
+//! library. It does not depend on neon-connect: any TLS client can be tested against it.
+//! Everything here is blocking `std` code, so it works from
 //! plain `#[test]` functions and from inside `#[tokio::main]` or `#[tokio::test]` alike (starting a
 //! server blocks the calling thread for a fraction of a second).
 //!
@@ -17,7 +20,7 @@
 //!   or to misbehave on purpose (`pg_terminate_backend`, `ALTER ROLE ... PASSWORD`, ...).
 //!
 //! ```no_run
-//! use neon_connect::testing::{CertKind, PgServer, ServerOptions};
+//! use neon_connect_testing::{CertKind, PgServer, ServerOptions};
 //!
 //! # fn main() -> std::io::Result<()> {
 //! // One healthy server for the whole test binary.
@@ -57,9 +60,19 @@
 //! every server also has a small detached watchdog (`sh`) that waits for the process that
 //! started it to end, however it ends, then stops the server and deletes its directory.
 //! Servers therefore disappear within about a second of the test process exiting.
+#![warn(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
 
 pub mod hostile;
 pub mod neon;
+
+/// The rustls crypto provider of the fixture's own TLS peers: the process default when the
+/// application installed one (as neon-connect itself prefers), else *ring*'s.
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+}
 
 /// A TLS acceptor for scripted peers: a certificate for `localhost` and `127.0.0.1` from the
 /// shared (trusted) test CA, no ALPN, no client authentication.
@@ -68,7 +81,7 @@ fn localhost_tls_acceptor() -> io::Result<tokio_rustls::TlsAcceptor> {
     let certs = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
     let key = rustls_pemfile::private_key(&mut key.as_bytes())?
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no key"))?;
-    let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+    let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_no_client_auth()
@@ -519,7 +532,7 @@ fn set_validity(
 /// How [`PgServer::start`] sets up a server. Use the public fields or the chainable setters:
 ///
 /// ```
-/// use neon_connect::testing::{CertKind, ServerOptions};
+/// use neon_connect_testing::{CertKind, ServerOptions};
 ///
 /// let opts = ServerOptions::default().cert(CertKind::Expired);
 /// assert!(opts.tls);
@@ -979,7 +992,7 @@ impl PgServer {
     /// columns by `|`. Stops at the first error (`ON_ERROR_STOP`).
     ///
     /// ```no_run
-    /// # let server = neon_connect::testing::PgServer::shared();
+    /// # let server = neon_connect_testing::PgServer::shared();
     /// server.psql(
     ///     "select pg_terminate_backend(pid) from pg_stat_activity \
     ///      where backend_type = 'client backend' and pid <> pg_backend_pid()",
@@ -1031,7 +1044,7 @@ impl PgServer {
             "hostssl all all 127.0.0.1/32 scram-sha-256"
         };
         let hba = format!(
-            "# Written by neon_connect::testing.\n\
+            "# Written by neon_connect_testing.\n\
              # TYPE  DATABASE USER ADDRESS   METHOD\n\
              local   all all              scram-sha-256\n\
              {tcp}\n"
@@ -1043,7 +1056,7 @@ impl PgServer {
         let port = free_port()?;
         self.port.store(port, Ordering::SeqCst);
         let mut conf = format!(
-            "\n# Written by neon_connect::testing.\n\
+            "\n# Written by neon_connect_testing.\n\
              listen_addresses = '127.0.0.1'\n\
              port = {port}\n\
              unix_socket_directories = {}\n\

@@ -94,7 +94,7 @@ impl Drop for HostilePeer {
 }
 
 /// A TLS-terminating relay in front of a real server: it presents its own certificate for
-/// `localhost` signed by the trusted [`TestCa::shared`] (so the client's verification passes),
+/// `localhost` signed by the trusted [`TestCa::shared`](super::TestCa::shared) (so the client's verification passes),
 /// opens its own TLS connection to the server, and relays the decrypted traffic, keeping a
 /// copy of what the client sent. Channel binding is what exposes it. Stops when dropped.
 #[derive(Debug)]
@@ -111,7 +111,7 @@ impl InterceptingRelay {
     /// # Errors
     /// When the certificate cannot be made or the port cannot be bound.
     pub async fn start(upstream: u16, upstream_ca_pem: &str) -> io::Result<InterceptingRelay> {
-        let provider = crate::tls::provider();
+        let provider = super::provider();
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile::certs(&mut upstream_ca_pem.as_bytes()) {
             roots.add(c?).map_err(io::Error::other)?;
@@ -183,7 +183,7 @@ impl Drop for InterceptingRelay {
 }
 
 /// A peer that accepts TLS at once (direct TLS, no SSLRequest) with a certificate for
-/// `localhost` from [`TestCa::shared`] but negotiates no ALPN protocol, which a
+/// `localhost` from [`TestCa::shared`](super::TestCa::shared) but negotiates no ALPN protocol, which a
 /// `sslnegotiation=direct` client must refuse. Stops when dropped.
 #[derive(Debug)]
 pub struct DirectTlsWithoutAlpn {
