@@ -4,7 +4,7 @@
 use crate::config::{
     ChannelBinding, ConnectionString, Host, LoadBalanceHosts, Target, TargetSessionAttrs,
 };
-use crate::diagnostics::{self, Diagnosis, FailedAttempt};
+use crate::diagnostics::{self, diagnose, Diagnosis, FailedAttempt};
 use crate::error::{Error, ErrorKind, Step};
 use crate::tls::{MakeTls, Probe, TlsInfo, TlsPolicy, TlsStream};
 use rustls::ClientConfig;
@@ -143,7 +143,13 @@ impl Connector {
         let started = Instant::now();
         let budget = self.timeout;
         let max_attempts = self.max_attempts.max(1);
+        // An attempt needs time to finish (TLS, authentication, a waking compute): none is
+        // started with less than this left of the budget.
+        let least = (budget / 5).min(Duration::from_secs(2));
         let mut attempt = 1;
+        // The last failure that was not a timeout: what the user most needs to see when the
+        // last attempt only ran out of budget.
+        let mut substantive: Option<Vec<Error>> = None;
         loop {
             let left = budget.saturating_sub(started.elapsed());
             // The first attempt gives each host its full deadline (libpq's meaning of
@@ -162,7 +168,7 @@ impl Connector {
                 && !failures.iter().any(|e| retry_cannot_help(e.kind()));
             let delay = backoff(attempt);
             let left = budget.saturating_sub(started.elapsed());
-            if !retry || attempt >= max_attempts || delay >= left {
+            if !retry || attempt >= max_attempts || delay + least >= left {
                 let why = if !retry {
                     "not retryable"
                 } else if attempt >= max_attempts {
@@ -173,7 +179,15 @@ impl Connector {
                 if attempt > 1 || retry {
                     tracing::info!(target: "neon_connect", attempt, kind = %kind, elapsed_ms = started.elapsed().as_millis() as u64, "connection attempt {attempt} failed ({kind}); giving up: {why}");
                 }
+                let timed_out = failures.iter().all(|e| e.kind() == ErrorKind::Timeout);
+                let failures = match substantive {
+                    Some(earlier) if timed_out => earlier,
+                    _ => failures,
+                };
                 return Err(self.final_error(failures, attempt, started.elapsed()));
+            }
+            if !failures.iter().all(|e| e.kind() == ErrorKind::Timeout) {
+                substantive = Some(failures);
             }
             tracing::info!(target: "neon_connect", attempt, kind = %kind, delay_ms = delay.as_millis() as u64, "connection attempt {attempt} failed ({kind}); retrying in {} ms", delay.as_millis());
             tokio::time::sleep(delay).await;
@@ -376,6 +390,8 @@ impl Connector {
             policy: Some(route.policy),
             tls: probe.tls_info(),
             options: self.cs.options(),
+            deadline: a.remaining,
+            unix_socket: false,
         };
         match result {
             Err(_) => Err(diagnostics::timeout(&label, probe.step(), a.deadline)),
@@ -417,14 +433,17 @@ impl Connector {
             probe: probe.clone(),
         };
         let result = tokio::time::timeout(deadline, config.connect(make_tls)).await;
+        let socket = format!("{}/.s.PGSQL.{port}", dir.display());
         let failed = FailedAttempt {
             host: &label,
-            hostname: "",
+            hostname: &socket,
             user: self.cs.user(),
             step: Some(Step::Authentication),
             policy: None,
             tls: None,
             options: self.cs.options(),
+            deadline,
+            unix_socket: true,
         };
         match result {
             Err(_) => Err(diagnostics::timeout(
@@ -555,26 +574,24 @@ pub(crate) async fn resolve(
             // "Temporary failure in name resolution" (EAI_AGAIN) can pass; an unknown name
             // (a typo) cannot.
             let temporary = e.to_string().contains("Temporary failure");
-            Err(Error::new(
-                ErrorKind::Dns,
+            Err(diagnose(
+                Diagnosis::Dns,
                 format!("could not resolve the host name \"{name}\""),
             )
             .with_step(Step::Dns)
             .with_host(label)
-            .with_help("check the host name for typos (copy it again from your provider's console) and this machine's DNS")
             .retryable(temporary)
             .with_source(e))
         }
         Ok(Ok(addrs)) => {
             let addrs = dedup(addrs.map(|a: SocketAddr| a.ip()));
             if addrs.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Dns,
+                return Err(diagnose(
+                    Diagnosis::Dns,
                     format!("the host name \"{name}\" has no addresses"),
                 )
                 .with_step(Step::Dns)
-                .with_host(label)
-                .with_help("check the host name and this machine's DNS"));
+                .with_host(label));
             }
             Ok(addrs)
         }

@@ -39,6 +39,9 @@ pub enum ErrorKind {
     Pool,
     /// The connection was closed by the server.
     Closed,
+    /// A statement failed: the server's error (with its SQLSTATE), or a value that could not
+    /// be converted.
+    Query,
 }
 
 impl ErrorKind {
@@ -59,6 +62,7 @@ impl ErrorKind {
             ErrorKind::Server => "server",
             ErrorKind::Pool => "pool",
             ErrorKind::Closed => "closed",
+            ErrorKind::Query => "query",
         }
     }
 }
@@ -89,6 +93,8 @@ pub enum Step {
     Startup,
     /// Waiting for a pooled connection.
     Pool,
+    /// Running a statement on an open connection.
+    Query,
 }
 
 impl Step {
@@ -103,6 +109,7 @@ impl Step {
             Step::Authentication => "authentication",
             Step::Startup => "session startup",
             Step::Pool => "pool checkout",
+            Step::Query => "query",
         }
     }
 }
@@ -115,9 +122,13 @@ impl fmt::Display for Step {
 
 /// The error returned by everything in this crate.
 ///
-/// `{}` prints the message and, on a second line, `help: ` with the one thing to change.
-/// `{:#}` (or [`Error::report`]) adds every cause in the chain once.
-/// The password is never part of any of it.
+/// `{}` prints one line: the message, then `; help: ` and the one thing to change.
+/// `{:#}` (or [`Error::report`]) prints every cause in the chain once, each host's failure,
+/// and the help on its own line. The password is never part of any of it.
+///
+/// Query errors convert with `?`: `client.query(...).await?` in a function returning this
+/// `Error` gives a readable, classified error ([`Error::diagnosis`]) with the server's
+/// SQLSTATE, message, detail and hint in one line, and [`Error::as_db_error`] for the rest.
 pub struct Error(Box<Inner>);
 
 struct Inner {
@@ -254,22 +265,28 @@ impl Error {
 }
 
 impl fmt::Display for Error {
+    /// `{}`: one line, the message then `; help: ` and the fix, for logs and JSON bodies.
+    /// `{:#}`: the message, every cause once, each host's failure, and `help:` on its own line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0.message)?;
-        if f.alternate() {
-            let mut cur = self.source();
-            let mut seen: Vec<String> = vec![self.0.message.clone()];
-            while let Some(e) = cur {
-                let text = e.to_string();
-                if !text.is_empty() && !seen.iter().any(|s| s.contains(&text)) {
-                    write!(f, "\n  caused by: {text}")?;
-                    seen.push(text);
-                }
-                cur = e.source();
+        if !f.alternate() {
+            if let Some(help) = &self.0.help {
+                write!(f, "; help: {help}")?;
             }
-            for attempt in &self.0.attempts {
-                write!(f, "\n  - {}", attempt.message())?;
+            return Ok(());
+        }
+        let mut cur = self.source();
+        let mut seen: Vec<String> = vec![self.0.message.clone()];
+        while let Some(e) = cur {
+            let text = e.to_string();
+            if !text.is_empty() && !seen.iter().any(|s| s.contains(&text)) {
+                write!(f, "\n  caused by: {text}")?;
+                seen.push(text);
             }
+            cur = e.source();
+        }
+        for attempt in &self.0.attempts {
+            write!(f, "\n  - {}", attempt.message())?;
         }
         if let Some(help) = &self.0.help {
             write!(f, "\nhelp: {help}")?;
@@ -296,6 +313,15 @@ impl fmt::Debug for Error {
             d.field("attempts", &self.0.attempts);
         }
         d.finish()
+    }
+}
+
+/// Classifies a failed statement (or any other error of a pooled client): see
+/// [`Diagnosis`] for the classes (connection lost, serialization failure, deadlock, timeout,
+/// constraint, ...).
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Error {
+        crate::diagnostics::query::classify(e)
     }
 }
 
@@ -327,7 +353,7 @@ mod tests {
             .with_source(io);
         assert_eq!(
             e.to_string(),
-            "could not connect to \"db:5432\"\nhelp: check that the server is running"
+            "could not connect to \"db:5432\"; help: check that the server is running"
         );
         assert_eq!(
             format!("{e:#}"),

@@ -75,6 +75,54 @@ pub(crate) fn classify_proxy_error(text: &str, cx: &FailedAttempt<'_>) -> Error 
     let host = cx.host;
     let user = cx.user.unwrap_or("(default user)");
     let t = text.to_ascii_lowercase();
+    // The compute's own errors, forwarded by the proxy with XX000: classify them as the
+    // compute's SQLSTATE would be.
+    if t.contains("the database system is starting up")
+        || t.contains("the database system is shutting down")
+    {
+        return diagnose(
+            Diagnosis::ServerStarting,
+            format!("the server \"{host}\" is starting up or shutting down: {text}"),
+        );
+    }
+    if t.contains("too many connections for role") {
+        return diagnose(
+            Diagnosis::RoleConnectionLimit,
+            format!("the server \"{host}\" refused user \"{user}\": {text}"),
+        );
+    }
+    if t.contains("remaining connection slots are reserved")
+        || t.contains("sorry, too many clients already")
+        || t.contains("too many connections for database")
+    {
+        return diagnose(
+            Diagnosis::TooManyConnections,
+            format!("the server \"{host}\" has too many connections: {text}"),
+        );
+    }
+    if t.starts_with("database \"") && t.contains("\" does not exist") {
+        return diagnose(
+            Diagnosis::DatabaseMissing,
+            format!("the database does not exist at \"{host}\": {text}"),
+        )
+        .with_step(Step::Startup);
+    }
+    if t.contains("inconsistent project name inferred from sni") {
+        return diagnose(
+            Diagnosis::NeonEndpointOptionMismatch,
+            format!(
+                "the endpoint in `options=endpoint=...` does not match the host \"{host}\": {text}"
+            ),
+        )
+        .with_step(Step::Authentication);
+    }
+    if t.contains("from a blocked network") {
+        return diagnose(
+            Diagnosis::NeonBlockedNetwork,
+            format!("Neon refused \"{host}\": this connection comes from a blocked network"),
+        )
+        .with_step(Step::Authentication);
+    }
     if t.contains("endpoint id is not specified") {
         let why = match cx.tls.as_ref() {
             Some(tls) if !tls.sni_sent => "no SNI was sent: the host is an IP address, `hostaddr` was given without a name, or `sslsni=0`",
@@ -99,13 +147,16 @@ pub(crate) fn classify_proxy_error(text: &str, cx: &FailedAttempt<'_>) -> Error 
         )
         .with_step(Step::Authentication);
     }
-    if t.contains("endpoint is disabled") {
+    if t.contains("endpoint is disabled") || t.contains("endpoint has been disabled") {
         return diagnose(
             Diagnosis::NeonEndpointDisabled,
             format!("the Neon endpoint at \"{host}\" is disabled"),
         );
     }
-    if t.contains("endpoint cannot be found") || t.contains("endpoint not found") {
+    if t.contains("endpoint cannot be found")
+        || t.contains("endpoint not found")
+        || t.contains("endpoint could not be found")
+    {
         return diagnose(
             Diagnosis::NeonEndpointNotFound,
             format!("no Neon endpoint exists for \"{host}\""),
@@ -119,9 +170,18 @@ pub(crate) fn classify_proxy_error(text: &str, cx: &FailedAttempt<'_>) -> Error 
     }
     if t.contains("couldn't connect to compute node") || t.contains("could not connect to compute")
     {
+        // The proxy already retried for a few seconds.
         return diagnose(
             Diagnosis::NeonComputeUnreachable,
             format!("Neon's proxy could not reach the compute for \"{host}\""),
+        );
+    }
+    if t.contains("control plane request failed")
+        || t.contains("error communicating with the server")
+    {
+        return diagnose(
+            Diagnosis::NeonControlPlane,
+            format!("Neon's control plane did not answer for \"{host}\": {text}"),
         );
     }
     if t.contains("too many connections")

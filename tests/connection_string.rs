@@ -188,7 +188,7 @@ fn invalid_environment_values_are_errors_naming_the_variable() {
             .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "invalid value \"verify\" for the environment variable `PGSSLMODE`\nhelp: accepted values: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`"
+        "invalid value \"verify\" for the environment variable `PGSSLMODE`; help: accepted values: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`"
     );
     let req =
         ConnectionString::parse_with_env("host=h", |k| (k == "PGREQUIRESSL").then(|| "1".into()))
@@ -209,10 +209,10 @@ fn connection_string_errors_name_the_part_and_the_fix() {
         ("postgresql://u:npg_S3cr3t%ff@h/db", "does not decode to UTF-8"),
         ("postgresql://h:99999/db", "invalid port \"99999\" for host \"h\""),
         ("postgresql://h:54x/db", "invalid port \"54x\""),
-        ("postgresql://h/db?sslmod=require", "unknown connection parameter `sslmod`\nhelp: the parameter is named `sslmode`"),
+        ("postgresql://h/db?sslmod=require", "unknown connection parameter `sslmod`; help: the parameter is named `sslmode`"),
         ("postgresql://h/db?ssl=true", "the parameter is named `sslmode`"),
         ("postgresql://h/db?database=x", "the parameter is named `dbname`"),
-        ("host=h sslmode=verify", "invalid value \"verify\" for `sslmode`\nhelp: accepted values: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`"),
+        ("host=h sslmode=verify", "invalid value \"verify\" for `sslmode`; help: accepted values: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`"),
         ("host=h channel_binding=yes", "accepted values: `disable`, `prefer`, `require`"),
         ("host=h sslpassword=npg_S3cr3t", "connection parameter `sslpassword` is not supported"),
         ("host=h gssencmode=require", "GSSAPI encryption is never used"),

@@ -42,7 +42,7 @@ async fn untrusted_ca() {
         "the certificate of \"localhost:{}\" was not issued by a trusted authority (checked against the system root store (from SSL_CERT_FILE=",
         s.port()
     )), "{err}");
-    assert!(err.to_string().ends_with("\nhelp: if the server uses a private CA, set `sslrootcert=/path/to/ca.pem`; if it uses a public CA, the server may be omitting its intermediate certificate"), "{err}");
+    assert!(err.to_string().ends_with("; help: if the server uses a private CA, set `sslrootcert=/path/to/ca.pem`; if it uses a public CA, the server may be omitting its intermediate certificate"), "{err}");
 }
 
 #[tokio::test]
@@ -52,7 +52,7 @@ async fn wrong_host_expired_ca_as_leaf() {
     assert_eq!(err.diagnosis(), Some(Diagnosis::CertificateWrongName));
     assert_eq!(
         err.to_string(),
-        format!("the certificate of \"localhost:{}\" is not valid for the name \"localhost\"; it is valid for wrong.example.com\nhelp: connect with a host name the certificate holds (not an IP address or an alias); `hostaddr` can pin the address while `host` keeps the name", wrong.port())
+        format!("the certificate of \"localhost:{}\" is not valid for the name \"localhost\"; it is valid for wrong.example.com; help: connect with a host name the certificate holds (not an IP address or an alias); `hostaddr` can pin the address while `host` keeps the name", wrong.port())
     );
 
     let expired = variant(CertKind::Expired);
@@ -112,7 +112,7 @@ async fn channel_binding_required_but_not_offered() {
     );
     assert_eq!(
         err.to_string(),
-        format!("`channel_binding=require` failed at \"localhost:{}\": the server did not use channel binding\nhelp: the server must offer SCRAM-SHA-256-PLUS over TLS (password_encryption = scram-sha-256 and a `hostssl ... scram-sha-256` line); a pooler or proxy in between can also prevent it", proxy.port())
+        format!("`channel_binding=require` failed at \"localhost:{}\": the server did not use channel binding; help: the server must offer SCRAM-SHA-256-PLUS over TLS (password_encryption = scram-sha-256 and a `hostssl ... scram-sha-256` line); a pooler or proxy in between can also prevent it", proxy.port())
     );
 }
 
@@ -123,7 +123,7 @@ async fn server_without_tls() {
     assert_eq!(err.kind(), ErrorKind::TlsRefused);
     assert_eq!(
         err.to_string(),
-        format!("the server at \"localhost:{}\" does not support TLS, and neon-connect never connects without it\nhelp: enable TLS on the server (`ssl = on` in postgresql.conf, with a certificate), or check that host and port point at the right server", s.port())
+        format!("the server at \"localhost:{}\" does not support TLS, and neon-connect never connects without it; help: enable TLS on the server (`ssl = on` in postgresql.conf, with a certificate), or check that host and port point at the right server", s.port())
     );
 }
 
@@ -139,7 +139,7 @@ async fn wrong_password() {
     assert!(!err.is_retryable());
     assert_eq!(
         err.to_string(),
-        format!("password authentication failed for user \"neon\" at \"localhost:{}\"\nhelp: check the password in the connection string (or PGPASSWORD); reset it in the console if unsure", s.port())
+        format!("password authentication failed for user \"neon\" at \"localhost:{}\"; help: check the password in the connection string (or PGPASSWORD); reset it in the console if unsure", s.port())
     );
     // The server's own text stays reachable, once.
     assert!(
@@ -191,7 +191,7 @@ async fn unresolvable_name() {
     assert_eq!(err.kind(), ErrorKind::Dns);
     assert_eq!(
         err.to_string(),
-        "could not resolve the host name \"no-such-host.invalid\"\nhelp: check the host name for typos (copy it again from your provider's console) and this machine's DNS"
+        "could not resolve the host name \"no-such-host.invalid\"; help: check the host name for typos (copy it again from your provider's console) and this machine's DNS"
     );
 }
 
@@ -241,7 +241,7 @@ async fn pool_exhaustion_says_how_many_are_busy() {
     assert_eq!(err.diagnosis(), Some(Diagnosis::PoolTimeout));
     assert_eq!(
         err.to_string(),
-        "timed out after 0.3s waiting for a free connection: all 2 connections of the pool are in use (0 waiting)\nhelp: return connections sooner (drop clients after each request and avoid holding them across slow work), raise `pool_size`, or raise `wait_timeout`"
+        "timed out after 0.3s waiting for a free connection: all 2 connections of the pool are in use (0 waiting); help: return connections sooner (drop clients after each request and avoid holding them across slow work), raise `pool_size`, or raise `wait_timeout`"
     );
 }
 

@@ -573,7 +573,7 @@ fn invalid_environment_values_name_the_variable() {
     let e = err_env("host=h", &[("PGSSLMODE", "verify")]);
     assert_eq!(
         e.to_string(),
-        "invalid value \"verify\" for the environment variable `PGSSLMODE`\nhelp: accepted values: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`"
+        "invalid value \"verify\" for the environment variable `PGSSLMODE`; help: accepted values: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`"
     );
     let cases: &[(&str, &str, &str)] = &[
         ("PGPORT", "abc", "a port number"),
@@ -885,7 +885,7 @@ fn unknown_keys_name_the_parameter_meant() {
     }
     assert_eq!(
         err("postgresql://h/db?sslmod=require"),
-        "unknown connection parameter `sslmod`\nhelp: the parameter is named `sslmode`"
+        "unknown connection parameter `sslmod`; help: the parameter is named `sslmode`"
     );
     let e = err_env("host=h frobnicate=1", &[]);
     assert_eq!(e.message(), "unknown connection parameter `frobnicate`");

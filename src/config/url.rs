@@ -69,9 +69,19 @@ pub(super) fn split_url(rest: &str) -> Result<Pairs, Error> {
         user_and_password(ui, &mut pairs)?;
     }
     if !hostlist.is_empty() {
-        hosts_and_ports(hostlist, userinfo.is_some(), &mut pairs)?;
+        // Without user info, `host:port` may be `user:password` whose `@` came later (after an
+        // unencoded `/` or `?`): then the "port" is never quoted.
+        let quotable = userinfo.is_some() || !rest.contains('@');
+        hosts_and_ports(hostlist, quotable, &mut pairs)?;
     }
     if let Some(path) = path.filter(|p| !p.is_empty()) {
+        if path.contains('@') {
+            // An unencoded `/` in the password put the rest of it, its `@` and the host here.
+            return Err(Error::config(
+                "the URL's database name contains an unencoded `@` (not shown: it looks like part of a password)",
+            )
+            .with_help("percent-encode special characters in the password (`/` as `%2F`, `@` as `%40`); a database name with `@` is written `%40`"));
+        }
         pairs.push(("dbname".into(), decode(path, "database name")?));
     }
     query_parameters(query.unwrap_or(""), &mut pairs)?;
@@ -120,14 +130,14 @@ fn user_and_password(ui: &str, pairs: &mut Pairs) -> Result<(), Error> {
     Ok(())
 }
 
-/// `host[:port][,host[:port]...]`, with IPv6 hosts in brackets. `had_userinfo` says whether
-/// a bad port may be quoted (without user info it may be a password).
-fn hosts_and_ports(hostlist: &str, had_userinfo: bool, pairs: &mut Pairs) -> Result<(), Error> {
+/// `host[:port][,host[:port]...]`, with IPv6 hosts in brackets. `quotable` says whether a bad
+/// port may be quoted (it may be a password).
+fn hosts_and_ports(hostlist: &str, quotable: bool, pairs: &mut Pairs) -> Result<(), Error> {
     let mut hosts = Vec::new();
     let mut ports = Vec::new();
     for spec in hostlist.split(',') {
         let (host, port) = host_and_port(spec)?;
-        url_port(port, &host, had_userinfo || port.len() <= 5)?;
+        url_port(port, &host, quotable && port.len() <= 5)?;
         hosts.push(host);
         ports.push(port);
     }

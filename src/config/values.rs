@@ -327,6 +327,13 @@ pub(super) fn parse_hosts(value: &str, origin: Origin<'_>) -> Result<Vec<Host>, 
                 ))
                 .with_help("remove the extra `,`: write several hosts as `host1,host2`"));
             }
+            if h.contains('\0') {
+                return Err(Error::config(format!(
+                    "a host in {} contains a NUL character",
+                    origin.name()
+                ))
+                .with_help("remove the NUL (`%00` in a URL) from the host"));
+            }
             Ok(if h.starts_with('/') {
                 Host::Unix(PathBuf::from(h))
             } else {
@@ -334,8 +341,59 @@ pub(super) fn parse_hosts(value: &str, origin: Origin<'_>) -> Result<Vec<Host>, 
                     .strip_prefix('[')
                     .and_then(|h| h.strip_suffix(']'))
                     .unwrap_or(h);
+                check_host_name(h, origin)?;
                 Host::Tcp(h.to_string())
             })
         })
         .collect()
+}
+
+/// Refuses host names no server can have, before anything is looked up: a password that
+/// spilled into the host (an unencoded `@`, `#`, `/` or `?` in the URL's password, or a
+/// whole URL given as `host`/`PGHOST`) must not reach DNS, logs or error messages, so such a
+/// host is never quoted. An IPv4 address with leading zeros is ambiguous (some resolvers read
+/// `010` as octal).
+fn check_host_name(h: &str, origin: Origin<'_>) -> Result<(), Error> {
+    if h.contains("://") {
+        return Err(Error::config(format!(
+            "{} holds a whole connection URL, not a host name (not shown: it may contain a password)",
+            origin.name()
+        ))
+        .with_help(
+            "give the URL itself as the connection string (or DATABASE_URL), not as `host`/PGHOST",
+        ));
+    }
+    if h.contains(['@', '#', '/', '?']) || h.chars().any(char::is_whitespace) {
+        return Err(Error::config(format!(
+            "{} holds something that is not a host name (not shown: it looks like part of a password)",
+            origin.name()
+        ))
+        .with_help(
+            "percent-encode special characters in the URL's password (`@` as `%40`, `#` as `%23`, `/` as `%2F`, `?` as `%3F`, `:` as `%3A`)",
+        ));
+    }
+    let octets: Vec<&str> = h.split('.').collect();
+    let dotted_quad = octets.len() == 4
+        && octets
+            .iter()
+            .all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()));
+    if dotted_quad && octets.iter().any(|o| o.len() > 1 && o.starts_with('0')) {
+        let plain: Vec<String> = octets
+            .iter()
+            .map(|o| o.trim_start_matches('0'))
+            .map(|o| {
+                if o.is_empty() {
+                    "0".to_string()
+                } else {
+                    o.to_string()
+                }
+            })
+            .collect();
+        return Err(Error::config(format!(
+            "the host \"{h}\" in {} is not a valid IP address: leading zeros are ambiguous (some resolvers read them as octal)",
+            origin.name()
+        ))
+        .with_help(format!("write it without leading zeros: `{}`", plain.join("."))));
+    }
+    Ok(())
 }

@@ -85,6 +85,14 @@ catalogue![
         "the server \"host:5432\" requires a client certificate",
         "pg_hba.conf asks for `clientcert`, and none was given",
         "set `sslcert` and `sslkey` to your client certificate and key";
+    TlsClientCertificateRejected = "tls-client-certificate-rejected", TlsHandshake, false,
+        "the server \"host:5432\" rejected the client certificate: the server sent the alert ...",
+        "the server asked for a client certificate and refused the one sent (unknown CA, revoked, expired, or not for this user)",
+        "check the client certificate (`sslcert`): it must be issued by a CA in the server's `ssl_ca_file`, be valid now, not be revoked, and name the user (CN) when pg_hba.conf says `clientcert=verify-full`";
+    TlsVersionUnsupported = "tls-version-unsupported", TlsHandshake, false,
+        "the server \"host:5432\" offers only TLS versions below 1.2, which are never accepted",
+        "TLS 1.0 and 1.1 are broken and rustls never speaks them; the server (or a proxy) allows nothing newer",
+        "enable TLS 1.2 or 1.3 on the server (`ssl_min_protocol_version = 'TLSv1.2'` in postgresql.conf, with a current OpenSSL)";
     CertificateUnknownIssuer = "certificate-unknown-issuer", Certificate, false,
         "the certificate of \"host:5432\" was not issued by a trusted authority (checked against the system root store)",
         "no root in the system store signed the server's chain: a private CA, a self-signed certificate, or a server that omits its intermediate",
@@ -117,10 +125,18 @@ catalogue![
         "the certificate of \"host:5432\" was rejected: ...",
         "the certificate failed verification for another reason (named in the message)",
         "check the server's certificate chain against the roots named in the message";
+    CertificateChainTooDeep = "certificate-chain-too-deep", Certificate, false,
+        "the certificate chain of \"host:5432\" is longer than the verifier allows",
+        "the path from the server's certificate to a trusted root has more intermediates than webpki accepts (or loops)",
+        "send a shorter chain from the server (leaf, its intermediates, no cross-signed loops), or trust the issuing intermediate directly with `sslrootcert`";
     Dns = "dns", Dns, false,
         "could not resolve the host name \"host\"",
         "the name does not exist, or this machine's DNS does not answer",
         "check the host name for typos (copy it again from your provider's console) and this machine's DNS";
+    UnixSocketMissing = "unix-socket-missing", Network, false,
+        "no PostgreSQL server socket exists at \"/var/run/postgresql/.s.PGSQL.5432\"",
+        "the directory given as host has no socket file for that port: the server is not running there, or uses another directory or port",
+        "check that the server runs on this machine, its `unix_socket_directories` and its port (the socket is `<dir>/.s.PGSQL.<port>`)";
     NetworkRefused = "network-refused", Network, true,
         "connection refused by \"host:5432\"",
         "nothing listens on that port (or a firewall rejects it); a server that is starting looks the same, so it is retried",
@@ -177,10 +193,26 @@ catalogue![
         "the database does not exist at \"host:5432\": ...",
         "the database name in the URL path or `dbname` is wrong",
         "check the database name (the path of the URL, or `dbname`)";
+    PasswordMissing = "password-missing", Authentication, false,
+        "the server \"host:5432\" asks for a password for user \"alex\", and none was given",
+        "no password came from the connection string, `PGPASSWORD` or the password file",
+        "put the password in the connection string (`postgresql://user:PASSWORD@host/db`, percent-encoded), in `PGPASSWORD`, or in `~/.pgpass`";
+    TargetSessionAttrsUnmatched = "target-session-attrs-unmatched", Server, false,
+        "the server \"host:5432\" does not allow writes, and `target_session_attrs=read-write` asks for one that does",
+        "every host answered, but none is the kind of server `target_session_attrs` asks for (a standby where a primary is wanted, or the reverse)",
+        "check the host list and `target_session_attrs`; during a failover, retry once the new primary is promoted";
+    ProtocolViolation = "protocol-violation", Server, false,
+        "the server \"host:5432\" sent a message that is not valid PostgreSQL protocol during ...",
+        "an invalid message length or an unexpected message: not a PostgreSQL server, or a broken proxy in between",
+        "check that host and port point at PostgreSQL (or a pooler that speaks its protocol), not another service";
     TooManyConnections = "too-many-connections", Server, true,
         "the server \"host:5432\" has too many connections: ...",
         "max_connections is reached",
         "lower the pool size, close idle connections, or use a pooled (-pooler) endpoint";
+    RoleConnectionLimit = "role-connection-limit", Server, true,
+        "the server \"host:5432\" refused user \"alex\": too many connections for role \"alex\"",
+        "the role's own CONNECTION LIMIT is reached (other clients of the same user hold the slots)",
+        "lower `pool_size` (summed over every process using this user), or raise the limit (`ALTER ROLE alex CONNECTION LIMIT n`)";
     ServerStarting = "server-starting", Server, true,
         "the server \"host:5432\" is starting up or shutting down: ...",
         "SQLSTATE 57P03: try again in a moment",
@@ -233,10 +265,78 @@ catalogue![
         "the server at \"host:5432\" says the connection is insecure",
         "Neon's proxy refuses connections without TLS (\"connection is insecure (try using `sslmode=require`)\")",
         "neon-connect always uses TLS over TCP; if you see this, something between you and Neon stripped TLS";
+    NeonControlPlane = "neon-control-plane", Server, true,
+        "Neon's control plane did not answer for \"host:5432\": Control plane request failed",
+        "Neon's proxy could not get the endpoint's details or wake it (a transient failure on Neon's side)",
+        "retry in a few seconds (neon-connect retries within `connect_timeout`); if it persists, check Neon's status page";
+    NeonEndpointOptionMismatch = "neon-endpoint-option-mismatch", ConnectionString, false,
+        "the endpoint in `options=endpoint=...` does not match the host \"host:5432\"",
+        "Neon's proxy saw one endpoint in the TLS server name (SNI) and another in the `endpoint=` option",
+        "remove `endpoint=` from `options` (the host name already names the endpoint), or make it the first label of the host name";
+    NeonBlockedNetwork = "neon-blocked-network", Authentication, false,
+        "Neon refused \"host:5432\": this connection comes from a blocked network",
+        "the endpoint only accepts connections from allowed networks (private networking, VPC endpoint restrictions)",
+        "connect from an allowed network, or change the project's network settings in the Neon console";
     PoolTimeout = "pool-timeout", Pool, true,
         "timed out after 10.0s waiting for a free connection: all 10 connections of the pool are in use (3 waiting)",
         "every connection was checked out for the whole wait",
         "return connections sooner (drop clients after each request and avoid holding them across slow work), raise `pool_size`, or raise `wait_timeout`";
+    QueryConnectionLost = "query-connection-lost", Closed, true,
+        "the connection was lost during the query: ...",
+        "the server closed the connection, or the network cut it, before the statement's result arrived (a restart, a failover, an administrator, an idle cut-off)",
+        "run the statement again on a fresh connection (`pool.get()` gives one); a write outside a transaction may or may not have been applied";
+    QuerySerializationFailure = "query-serialization-failure", Query, true,
+        "the transaction could not be serialized: ... (SQLSTATE 40001 serialization_failure)",
+        "a concurrent transaction changed what this one read (REPEATABLE READ or SERIALIZABLE)",
+        "retry the whole transaction from its start";
+    QueryDeadlock = "query-deadlock", Query, true,
+        "deadlock detected: ... (SQLSTATE 40P01 deadlock_detected)",
+        "two transactions waited for each other's locks; the server aborted this one",
+        "retry the whole transaction; take locks in the same order everywhere to make it rarer";
+    QueryStatementTimeout = "query-statement-timeout", Timeout, false,
+        "canceling statement due to statement timeout (SQLSTATE 57014 query_canceled)",
+        "the statement ran longer than the server's `statement_timeout`",
+        "make the statement faster (an index, a smaller batch), or raise `statement_timeout` for it (`SET LOCAL statement_timeout = '30s'` inside its transaction)";
+    QueryCanceled = "query-canceled", Query, false,
+        "canceling statement due to user request (SQLSTATE 57014 query_canceled)",
+        "a cancel request stopped the statement (an abandoned query, `pg_cancel_backend`, a client-side deadline)",
+        "nothing is wrong with the statement: it was stopped on purpose; run it again if it is still wanted";
+    QueryConstraintViolation = "query-constraint-violation", Query, false,
+        "duplicate key value violates unique constraint \"users_pkey\" (SQLSTATE 23505 unique_violation)",
+        "the statement would break a constraint (unique, foreign key, not null, check, exclusion)",
+        "change the data (the detail names the row), or handle the conflict (`ON CONFLICT ...`)";
+    QuerySyntax = "query-syntax", Query, false,
+        "syntax error at or near \"FORM\" (SQLSTATE 42601 syntax_error) at character 10",
+        "the SQL text does not parse",
+        "fix the SQL near the position given (characters count from 1)";
+    QueryUndefinedObject = "query-undefined-object", Query, false,
+        "relation \"userz\" does not exist (SQLSTATE 42P01 undefined_table)",
+        "the statement names a table, column, function or type that does not exist (or is not on the `search_path`)",
+        "check the name and the schema (`search_path`), and that migrations ran on this database";
+    QueryPermissionDenied = "query-permission-denied", Query, false,
+        "permission denied for table users (SQLSTATE 42501 insufficient_privilege)",
+        "the role lacks a privilege the statement needs",
+        "grant the privilege to the role (`GRANT ... ON ... TO ...`), or connect as a role that has it";
+    QueryReadOnly = "query-read-only", Query, true,
+        "cannot execute INSERT in a read-only transaction (SQLSTATE 25006 read_only_sql_transaction)",
+        "the server is a standby (or a demoted primary), or the transaction is read-only",
+        "write through the primary: use `target_session_attrs=read-write` with every host, so the pool finds the writable one";
+    QueryPreparedStatementMissing = "query-prepared-statement-missing", Query, false,
+        "prepared statement \"s11\" does not exist (SQLSTATE 26000 invalid_sql_statement_name)",
+        "a pooler in transaction mode (PgBouncer, Neon -pooler) ran the statement on another server session than the one it was prepared on",
+        "use `query_typed` (one round trip, no named statement), run the statements inside a transaction, or use the direct (non-pooler) endpoint";
+    QueryDataError = "query-data", Query, false,
+        "invalid input syntax for type integer: \"x\" (SQLSTATE 22P02 invalid_text_representation)",
+        "a value does not fit its type (bad input syntax, out of range, division by zero)",
+        "check the values passed to the statement";
+    QueryServerError = "query-server-error", Query, false,
+        "the statement failed: ... (SQLSTATE ...)",
+        "the server's own message says why",
+        "see the server's message, detail and hint";
+    QueryClientError = "query-client-error", Query, false,
+        "error deserializing column 0: ...",
+        "a value could not be converted between Rust and PostgreSQL types (a parameter, or a column read with the wrong type), or the result had an unexpected shape",
+        "match the Rust type to the column's type (e.g. `i64` for `int8`, `Option<T>` for NULLs)";
 ];
 
 impl std::fmt::Display for Diagnosis {

@@ -9,6 +9,8 @@ use std::error::Error as StdError;
 use std::io;
 
 mod catalogue;
+pub(crate) mod query;
+mod sqlstate;
 
 pub use catalogue::Diagnosis;
 
@@ -34,6 +36,10 @@ pub(crate) struct FailedAttempt<'a> {
     pub(crate) tls: Option<crate::tls::TlsInfo>,
     /// The startup `options`, if any.
     pub(crate) options: Option<&'a str>,
+    /// The deadline the attempt had (for timeout messages).
+    pub(crate) deadline: std::time::Duration,
+    /// Whether the host is a Unix socket directory (`hostname` is then the socket's path).
+    pub(crate) unix_socket: bool,
 }
 
 /// Every error in `err`'s chain, outermost first, including errors inside `io::Error`s.
@@ -126,6 +132,26 @@ fn classify_inner(err: &tokio_postgres::Error, cx: &FailedAttempt<'_>) -> Error 
         )
         .with_step(Step::Authentication);
     }
+    if text.contains("password missing") {
+        let user = cx.user.unwrap_or("(default user)");
+        return diagnose(
+            Diagnosis::PasswordMissing,
+            format!("the server \"{host}\" asks for a password for user \"{user}\", and none was given (not in the connection string, PGPASSWORD or the password file)"),
+        )
+        .with_step(Step::Authentication);
+    }
+    if text.contains("error parsing response from server")
+        || text.contains("unexpected message from server")
+        || text.contains("invalid message length")
+    {
+        return diagnose(
+            Diagnosis::ProtocolViolation,
+            format!(
+                "the server \"{host}\" sent a message that is not valid PostgreSQL protocol during {}: {text}",
+                step_name(cx)
+            ),
+        );
+    }
     if let Some(io) = find::<io::Error>(&links) {
         return classify_io(io, cx);
     }
@@ -153,6 +179,35 @@ fn step_name(cx: &FailedAttempt<'_>) -> &'static str {
 
 pub(crate) fn classify_io(io: &io::Error, cx: &FailedAttempt<'_>) -> Error {
     let host = cx.host;
+    // tokio-postgres's own `target_session_attrs` check.
+    let text = io.to_string();
+    if io.kind() == io::ErrorKind::PermissionDenied
+        && (text.contains("does not allow writes") || text.contains("is not read only"))
+    {
+        let (what, wanted) = if text.contains("does not allow writes") {
+            (
+                "does not allow writes (a standby, or read-only)",
+                "read-write",
+            )
+        } else {
+            ("is not read-only (a primary)", "read-only")
+        };
+        return diagnose(
+            Diagnosis::TargetSessionAttrsUnmatched,
+            format!("the server \"{host}\" {what}, and `target_session_attrs={wanted}` asks for one that is not"),
+        )
+        .with_step(Step::Startup);
+    }
+    if cx.unix_socket && io.kind() == io::ErrorKind::NotFound {
+        return diagnose(
+            Diagnosis::UnixSocketMissing,
+            format!(
+                "no PostgreSQL server socket exists at \"{host}\" ({})",
+                cx.hostname
+            ),
+        )
+        .with_step(Step::Tcp);
+    }
     let hung_up = matches!(
         io.kind(),
         io::ErrorKind::UnexpectedEof
@@ -188,7 +243,7 @@ pub(crate) fn classify_io(io: &io::Error, cx: &FailedAttempt<'_>) -> Error {
                 step_name(cx)
             ),
         ),
-        io::ErrorKind::TimedOut => timeout(host, cx.step, std::time::Duration::ZERO),
+        io::ErrorKind::TimedOut => timeout(host, cx.step, cx.deadline),
         _ if matches!(io.raw_os_error(), Some(101) | Some(113)) => diagnose(
             Diagnosis::NetworkUnreachable,
             format!("\"{host}\" is unreachable"),
@@ -227,8 +282,16 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
                 let presented = match c {
                     C::NotValidForNameContext { presented, .. } if !presented.is_empty() => {
                         let names: Vec<&str> = presented.iter().map(|p| presented_name(p)).collect();
-                        format!("; it is valid for {}", names.join(", "))
+                        // An IP address written as a DNS name does not match an IP host.
+                        let ip_as_dns = cx.hostname.parse::<std::net::IpAddr>().is_ok()
+                            && presented.iter().any(|p| p.starts_with("DnsName") && presented_name(p) == cx.hostname);
+                        if ip_as_dns {
+                            format!("; the certificate holds {} as a DNS name, and an IP address must be an IP address entry of its subjectAltName", cx.hostname)
+                        } else {
+                            format!("; it is valid for {}", names.join(", "))
+                        }
                     }
+                    C::NotValidForNameContext { .. } => "; the certificate has no subjectAltName (a name only in its Common Name is never used): reissue it with the host name as a subjectAltName".to_string(),
                     _ => String::new(),
                 };
                 cert(
@@ -262,6 +325,10 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
                 Diagnosis::CertificateCaAsLeaf,
                 format!("the server \"{host}\" presented a CA certificate as its own certificate"),
             ),
+            C::Other(other) if format!("{other:?}").contains("MaximumPathDepthExceeded") => cert(
+                Diagnosis::CertificateChainTooDeep,
+                format!("the certificate chain of \"{host}\" is longer than the verifier allows (checked against {roots})"),
+            ),
             C::Other(other) if format!("{other:?}").contains("UnsupportedCertVersion") => cert(
                 Diagnosis::CertificateV1,
                 format!("the certificate of \"{host}\" is an X.509 v1 certificate, which is not supported"),
@@ -271,6 +338,29 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
                 format!("the certificate of \"{host}\" was rejected: {other:?} (checked against {roots})"),
             ),
         },
+        rustls::Error::AlertReceived(
+            alert @ (rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnsupportedCertificate
+            | rustls::AlertDescription::CertificateRevoked
+            | rustls::AlertDescription::CertificateExpired
+            | rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::AccessDenied),
+        ) if cx.policy.is_some_and(|p| p.client_cert.is_some()) => diagnose(
+            Diagnosis::TlsClientCertificateRejected,
+            format!("the server \"{host}\" rejected the client certificate: the server sent the alert {alert:?}"),
+        )
+        .with_step(Step::TlsHandshake),
+        rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)
+        | rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13
+            | rustls::PeerIncompatible::Tls12NotOffered
+            | rustls::PeerIncompatible::Tls12NotOfferedOrEnabled,
+        ) => diagnose(
+            Diagnosis::TlsVersionUnsupported,
+            format!("the server \"{host}\" offers only TLS versions below 1.2 (or none that this connection allows), and TLS 1.0 and 1.1 are never accepted"),
+        )
+        .with_step(Step::TlsHandshake),
         rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => diagnose(
             Diagnosis::TlsClientCertificateRequired,
             format!("the server \"{host}\" requires a client certificate"),
@@ -326,6 +416,10 @@ fn classify_db(db: &tokio_postgres::error::DbError, cx: &FailedAttempt<'_>) -> E
             format!("the database does not exist at \"{host}\": {text}"),
         )
         .with_step(Step::Startup),
+        "53300" if text.contains("for role") => diagnose(
+            Diagnosis::RoleConnectionLimit,
+            format!("the server \"{host}\" refused user \"{user}\": {text}"),
+        ),
         "53300" => diagnose(
             Diagnosis::TooManyConnections,
             format!("the server \"{host}\" has too many connections: {text}"),

@@ -517,6 +517,8 @@ pub(crate) fn context<'a>(
         policy,
         tls: None,
         options: None,
+        deadline: Duration::ZERO,
+        unix_socket: false,
     }
 }
 

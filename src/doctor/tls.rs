@@ -186,6 +186,8 @@ pub(super) fn verify_full_verdict(policy: &TlsPolicy, label: &str, info: &TlsInf
                 policy: Some(&checked),
                 tls: None,
                 options: None,
+                deadline: Duration::ZERO,
+                unix_socket: false,
             };
             let error = diagnostics::classify_rustls(&e, &cx);
             format!("fail: {}", error.message())
