@@ -85,8 +85,15 @@ impl Options {
     /// # Errors
     /// [`ErrorKind::ConnectionString`] for a malformed `DATABASE_URL` or `PG*` variable.
     pub fn from_env() -> Result<Options, Error> {
-        let url = std::env::var("DATABASE_URL").unwrap_or_default();
-        Options::new(&url)
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let url = var("DATABASE_URL");
+        if url.is_none() && var("PGHOST").is_none() && var("PGHOSTADDR").is_none() {
+            return Err(Error::config(
+                "DATABASE_URL is not set (nor PGHOST): there is no database to connect to",
+            )
+            .with_help("set DATABASE_URL to your connection string (`postgresql://user:password@host/dbname`), or the PG* variables"));
+        }
+        Options::new(&url.unwrap_or_default())
     }
 
     /// Starts from an already parsed connection string (no environment is read). Sets

@@ -355,6 +355,34 @@ async fn a_wrong_password_fails_at_authentication() {
 }
 
 #[tokio::test]
+async fn a_missing_database_fails_at_the_query_step_after_the_login() {
+    let s = PgServer::shared();
+    let url = verified(s).replace(&format!("/{}?", s.dbname()), "/no_such_db?");
+    let run = doctor(&url).await;
+    assert_fails_at(&run, 6, "query", Some("database-missing"));
+}
+
+#[tokio::test]
+async fn a_missing_unix_socket_fails_at_tcp() {
+    let dir = std::env::temp_dir().join("neon-connect-doctor-no-socket");
+    let run = doctor(&format!("host={} user=neon dbname=neondb", dir.display())).await;
+    assert_fails_at(&run, 3, "tcp", Some("unix-socket-missing"));
+}
+
+#[tokio::test]
+async fn neon_hosts_show_direct_tls_as_the_default() {
+    // `hostaddr` keeps the check off the network: no DNS, a closed port on loopback.
+    let run = doctor("postgresql://neon:npg_x@ep-cool-darkness-123456.us-east-2.aws.neon.tech:1/neondb?hostaddr=127.0.0.1").await;
+    let settings = &step(&run, "connection_string")["details"]["settings"];
+    assert_eq!(
+        settings["sslnegotiation"]["value"],
+        "direct (Neon hosts; the TLS request if a host does not speak it)",
+        "{}",
+        run.json
+    );
+}
+
+#[tokio::test]
 async fn a_bad_connection_string_fails_at_step_one() {
     let run = doctor("postgresql://neon:npg_x@localhost/neondb?sslmode=verify_full").await;
     assert_fails_at(&run, 1, "connection_string", None);

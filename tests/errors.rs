@@ -313,6 +313,19 @@ async fn neon_errors_are_told_apart_by_their_text() {
         ("This IP address 127.0.0.1 is not allowed to connect to this endpoint. Please add it to the allowed list in the Neon console. Make sure to check for IPv4 or IPv6 addresses.", "neon-ip-not-allowed", false),
         ("insecure connection: secure channel data mismatch", "neon-channel-binding-mismatch", false),
         ("connection is insecure (try using `sslmode=require`)", "neon-insecure", false),
+        // The compute's own errors, which the proxy forwards with XX000, verbatim.
+        ("the database system is starting up", "server-starting", true),
+        ("remaining connection slots are reserved for non-replication superuser connections", "too-many-connections", true),
+        ("sorry, too many clients already", "too-many-connections", true),
+        ("database \"nosuchdb\" does not exist", "database-missing", false),
+        ("too many connections for role \"alice\"", "role-connection-limit", true),
+        // Neon's control plane and its user-facing texts.
+        ("Control plane request failed", "neon-control-plane", true),
+        ("error communicating with the server: early eof", "neon-control-plane", true),
+        ("Inconsistent project name inferred from SNI ('ep-cool-darkness-123456') and project option ('ep-other-654321')", "neon-endpoint-option-mismatch", false),
+        ("The endpoint has been disabled. Enable it using Neon API and retry.", "neon-endpoint-disabled", false),
+        ("This connection is trying to access this endpoint from a blocked network.", "neon-blocked-network", false),
+        ("The requested endpoint could not be found, or you don't have access to it.", "neon-endpoint-not-found", false),
     ];
     for (text, id, retryable) in cases {
         let proxy = neon(Script::Error(text.into())).await;
@@ -328,6 +341,9 @@ async fn neon_errors_are_told_apart_by_their_text() {
         );
         assert_eq!(err.is_retryable(), retryable, "{text}");
         assert!(err.help().is_some());
+        assert!(!err.to_string().contains('\n'), "{err}");
+        // Retried exactly when retryable (within the 1 s budget).
+        assert_eq!(proxy.connections() > 1, retryable, "{text}: {err:#}");
         assert!(
             proxy
                 .server_names()

@@ -48,7 +48,7 @@ fn url_port(p: &str, host: &str, quote: bool) -> Result<(), Error> {
         );
     }
     Err(Error::config(format!("invalid port after host \"{host}\"")).with_help(
-        "the port must be a number from 1 to 65535; a password goes before the host, as in `postgresql://user:password@host/dbname`",
+        "the port must be a number from 1 to 65535; if this is `user:password`, the password holds a character that must be percent-encoded (`?` as `%3F`, `/` as `%2F`, `@` as `%40`, `#` as `%23`), as in `postgresql://user:password@host/dbname`",
     ))
 }
 

@@ -501,4 +501,63 @@ mod tests {
     fn verification_words() {
         assert_eq!(Verification::Unverified.to_string(), "not verified");
     }
+
+    fn attempt(hostname: &str) -> FailedAttempt<'_> {
+        FailedAttempt {
+            host: "db:5432",
+            hostname,
+            user: None,
+            step: Some(Step::TlsHandshake),
+            policy: None,
+            tls: None,
+            options: None,
+            deadline: std::time::Duration::from_secs(15),
+            unix_socket: false,
+        }
+    }
+
+    /// Certificate failures that cannot be provoked with the fixture's certificates are
+    /// classified from the rustls errors they produce.
+    #[test]
+    fn certificate_names_that_cannot_match() {
+        use rustls::pki_types::ServerName;
+        let no_san =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("db").unwrap().to_owned(),
+                presented: vec![],
+            });
+        let e = classify_rustls(&no_san, &attempt("db"));
+        assert_eq!(e.diagnosis(), Some(Diagnosis::CertificateWrongName));
+        assert!(
+            e.message()
+                .contains("has no subjectAltName (a name only in its Common Name is never used)"),
+            "{e}"
+        );
+
+        let ip_as_dns =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("10.0.0.5").unwrap().to_owned(),
+                presented: vec!["DnsName(\"10.0.0.5\")".into()],
+            });
+        let e = classify_rustls(&ip_as_dns, &attempt("10.0.0.5"));
+        assert!(e.message().contains("holds 10.0.0.5 as a DNS name"), "{e}");
+    }
+
+    #[test]
+    fn servers_that_speak_only_old_tls() {
+        for err in [
+            rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion),
+            rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13,
+            ),
+        ] {
+            let e = classify_rustls(&err, &attempt("db"));
+            assert_eq!(
+                e.diagnosis(),
+                Some(Diagnosis::TlsVersionUnsupported),
+                "{err:?}"
+            );
+            assert!(e.message().contains("TLS 1.0 and 1.1 are never accepted"));
+        }
+    }
 }

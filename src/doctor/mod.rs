@@ -343,6 +343,7 @@ impl Doctor<'_> {
             )
             .await;
         let took = began.elapsed();
+        let unix = inspection.label.is_empty();
         let verdict = match policy.verification {
             Verification::Unverified => "encrypted; the certificate was not verified".to_string(),
             v => format!("{v} against {}", policy.roots.describe()),
@@ -358,21 +359,39 @@ impl Doctor<'_> {
         } = match connected {
             Ok(c) => c,
             Err(e) => {
+                // The login passed when the session failed to start (a missing database is
+                // checked after authentication): the query step is where it shows.
                 let failed_at = match e.step() {
-                    Some(Step::Authentication) | Some(Step::Startup) => 4,
-                    Some(Step::Pool) => 5,
+                    Some(Step::Authentication) => 4,
+                    Some(Step::Startup) | Some(Step::Pool) => 5,
                     _ => 3,
                 };
                 if failed_at > 3 {
-                    tls_step.row("verdict", "verdict", format!("{mode}: {verdict}"));
+                    if unix {
+                        tls_step.row("verdict", "verdict", UNIX_TLS);
+                    } else {
+                        tls_step.row("verdict", "verdict", format!("{mode}: {verdict}"));
+                    }
                     if let Some(would) = verify_full_would {
                         tls_step.row("verify_full", "verify-full would", would);
                     }
                     self.finish(tls_step, None);
                     let mut auth = StepReport::new(4);
                     auth.elapsed = Some(took);
-                    auth.fail(e);
-                    self.finish(auth, None);
+                    if failed_at == 4 {
+                        auth.fail(e);
+                        self.finish(auth, None);
+                    } else {
+                        auth.row(
+                            "method",
+                            "method",
+                            "accepted (the session then failed to start)",
+                        );
+                        self.finish(auth, None);
+                        let mut query = StepReport::new(5);
+                        query.fail(e);
+                        self.finish(query, None);
+                    }
                 } else {
                     tls_step.row("verdict", "verdict", format!("{mode}: failed"));
                     if let Some(would) = verify_full_would {
@@ -391,7 +410,11 @@ impl Doctor<'_> {
                 "the TLS request: this host hung up on direct TLS",
             );
         }
-        tls_step.row("verdict", "verdict", format!("{mode}: {verdict}"));
+        if unix {
+            tls_step.row("verdict", "verdict", UNIX_TLS);
+        } else {
+            tls_step.row("verdict", "verdict", format!("{mode}: {verdict}"));
+        }
         if let Some(would) = verify_full_would {
             tls_step.row("verify_full", "verify-full would", would);
         }
@@ -492,7 +515,38 @@ impl Doctor<'_> {
         dns.text("host", "a Unix socket: no lookup");
         self.finish(dns, None);
         let mut tcp = StepReport::new(2);
-        tcp.text("host", "a Unix socket: no TCP");
+        // The socket file itself: a missing one is said here, not as a network error later.
+        let sockets: Vec<(String, std::path::PathBuf)> = connector
+            .cs
+            .targets()
+            .filter_map(|t| match &t.host {
+                Some(Host::Unix(dir)) => {
+                    Some((t.label(), dir.join(format!(".s.PGSQL.{}", t.port))))
+                }
+                _ => None,
+            })
+            .collect();
+        let present = sockets.iter().find(|(_, path)| path.exists());
+        match (present, sockets.first()) {
+            (Some((_, path)), _) => tcp.text("socket", format!("{} exists", path.display())),
+            (None, Some((label, path))) => {
+                tcp.text("socket", format!("{} does not exist", path.display()));
+                tcp.fail(
+                    diagnostics::diagnose(
+                        diagnostics::Diagnosis::UnixSocketMissing,
+                        format!(
+                            "no PostgreSQL server socket exists at \"{label}\" ({})",
+                            path.display()
+                        ),
+                    )
+                    .with_step(Step::Tcp)
+                    .with_host(label.clone()),
+                );
+                self.finish(tcp, None);
+                return;
+            }
+            (None, None) => {}
+        }
         self.finish(tcp, None);
         let inspection = Inspection {
             label: String::new(),
@@ -502,6 +556,9 @@ impl Doctor<'_> {
         self.connect_and_query(connector, inspection).await;
     }
 }
+
+/// The TLS verdict over a Unix socket, where libpq uses no TLS either.
+const UNIX_TLS: &str = "not used: a Unix socket is local to this machine (as in libpq)";
 
 pub(crate) fn context<'a>(
     label: &'a str,

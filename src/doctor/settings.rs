@@ -62,7 +62,11 @@ pub(super) fn describe_settings(step: &mut StepReport, cs: &ConnectionString) {
                 .to_string(),
             "sslnegotiation" => match cs.sslnegotiation() {
                 Some(SslNegotiation::Direct) => "direct".into(),
-                _ => "postgres".into(),
+                Some(_) => "postgres".into(),
+                None if crate::neon::direct_tls_by_default(cs) => {
+                    "direct (Neon hosts; the TLS request if a host does not speak it)".into()
+                }
+                None => "postgres".into(),
             },
             "channel_binding" => cs
                 .channel_binding()

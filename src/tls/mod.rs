@@ -101,15 +101,28 @@ impl TlsPolicy {
         let policy_err = |m: String| Error::new(ErrorKind::TlsPolicy, m).with_step(Step::Config);
 
         if mode == SslMode::Disable && any_tcp {
-            return Err(policy_err(
-                "`sslmode=disable` is refused: neon-connect never connects without TLS over TCP"
-                    .into(),
-            )
-            .with_help(
-                "remove `sslmode=disable` from the connection string (the default, `verify-full`, \
-                 encrypts and checks the server's identity); Neon and other TLS-only servers \
-                 refuse unencrypted connections anyway",
-            ));
+            // Name where it came from: a PGSSLMODE left in a shell is not in the string.
+            let (what, remove) = match cs.source("sslmode") {
+                crate::config::Source::Environment => (
+                    "`PGSSLMODE=disable` (from the environment)",
+                    "unset PGSSLMODE (or set it to `verify-full`)",
+                ),
+                crate::config::Source::Code => (
+                    "`sslmode=disable` (set in code)",
+                    "do not set `SslMode::Disable`",
+                ),
+                _ => (
+                    "`sslmode=disable`",
+                    "remove `sslmode=disable` from the connection string",
+                ),
+            };
+            return Err(policy_err(format!(
+                "{what} is refused: neon-connect never connects without TLS over TCP"
+            ))
+            .with_help(format!(
+                "{remove} (the default, `verify-full`, encrypts and checks the server's \
+                 identity); Neon and other TLS-only servers refuse unencrypted connections anyway"
+            )));
         }
         if cs.sslrootcert() == Some(&RootCert::System)
             && given.is_some()

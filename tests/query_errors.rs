@@ -1,0 +1,290 @@
+//! Errors after the connect: every statement failure a pooled client can return, provoked on a
+//! real PostgreSQL server and read through `?` into the crate's `Error`, as a handler would.
+//! Each must be one line with the SQLSTATE and its name, classified, with the server's error
+//! still reachable through `as_db_error()`.
+
+use neon_connect::{Diagnosis, Error, ErrorKind, Options, Pool, Step};
+use neon_connect_testing::{trust_test_ca_as_system_store, PgServer};
+use std::time::Duration;
+
+/// A pool on the shared server (one per test: each test has its own runtime, which owns the
+/// connections' tasks), with the tables the tests need created once.
+async fn pool() -> Pool {
+    static SCHEMA: std::sync::Once = std::sync::Once::new();
+    trust_test_ca_as_system_store().expect("test CA bundle");
+    let server = PgServer::shared();
+    SCHEMA.call_once(|| {
+        server
+            .psql(
+                "DROP TABLE IF EXISTS qe_users; \
+                 CREATE TABLE qe_users (id int PRIMARY KEY, email text NOT NULL UNIQUE); \
+                 INSERT INTO qe_users VALUES (1, 'a@example.com'); \
+                 DROP ROLE IF EXISTS qe_reader; CREATE ROLE qe_reader;",
+            )
+            .expect("schema");
+    });
+    Options::new(&server.url())
+        .expect("url")
+        .pool_size(2)
+        .connect()
+        .await
+        .expect("pool")
+}
+
+/// What a handler does: `?` on a tokio-postgres call inside a function returning the crate's
+/// `Error`.
+async fn run(sql: &str) -> Result<u64, Error> {
+    let client = pool().await.get().await?;
+    let n = client.execute(sql, &[]).await?;
+    Ok(n)
+}
+
+/// The error of `sql`, after the checks every query error must pass.
+async fn fails(sql: &str) -> Error {
+    let err = run(sql).await.expect_err(sql);
+    let line = err.to_string();
+    assert!(!line.contains('\n'), "not one line: {line}");
+    assert!(line.contains("; help: "), "no fix: {line}");
+    assert_eq!(err.step(), Some(Step::Query), "{line}");
+    assert!(!line.contains("db error"), "{line}");
+    assert!(
+        !format!("{err:?} {err:#}").contains("TestSecret"),
+        "{err:#}"
+    );
+    err
+}
+
+#[tokio::test]
+async fn a_unique_violation_names_the_constraint_and_the_row() {
+    let err = fails("INSERT INTO qe_users VALUES (2, 'a@example.com')").await;
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryConstraintViolation));
+    assert_eq!(err.kind(), ErrorKind::Query);
+    assert!(!err.is_retryable());
+    let line = err.to_string();
+    assert!(
+        line.starts_with("duplicate key value violates unique constraint \"qe_users_email_key\" (SQLSTATE 23505 unique_violation); detail: Key (email)=(a@example.com) already exists.; "),
+        "{line}"
+    );
+    assert!(line.contains("constraint \"qe_users_email_key\""), "{line}");
+    assert!(line.contains("table \"public\".\"qe_users\""), "{line}");
+    let db = err.as_db_error().expect("the server's error is reachable");
+    assert_eq!(db.code().code(), "23505");
+    assert_eq!(db.constraint(), Some("qe_users_email_key"));
+}
+
+#[tokio::test]
+async fn a_not_null_violation_names_the_column() {
+    let err = fails("INSERT INTO qe_users VALUES (3, NULL)").await;
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryConstraintViolation));
+    let line = err.to_string();
+    assert!(
+        line.contains("(SQLSTATE 23502 not_null_violation)"),
+        "{line}"
+    );
+    assert!(line.contains("column \"email\""), "{line}");
+}
+
+#[tokio::test]
+async fn a_syntax_error_says_where() {
+    let err = fails("SELECT id FORM qe_users").await;
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QuerySyntax));
+    let line = err.to_string();
+    assert!(
+        line.starts_with("syntax error at or near \"qe_users\" (SQLSTATE 42601 syntax_error); at character 16 of the statement; help: fix the SQL"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn undefined_tables_and_columns() {
+    let err = fails("SELECT * FROM qe_userz").await;
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryUndefinedObject));
+    assert!(err
+        .to_string()
+        .starts_with("relation \"qe_userz\" does not exist (SQLSTATE 42P01 undefined_table)"));
+    let err = fails("SELECT nope FROM qe_users").await;
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryUndefinedObject));
+    assert!(err
+        .to_string()
+        .contains("(SQLSTATE 42703 undefined_column)"));
+}
+
+#[tokio::test]
+async fn permission_denied() {
+    let client = pool().await.get().await.unwrap();
+    let result: Result<(), Error> = async {
+        client
+            .batch_execute("BEGIN; SET LOCAL ROLE qe_reader")
+            .await?;
+        let r = client.query("SELECT * FROM qe_users", &[]).await;
+        client.batch_execute("ROLLBACK").await?;
+        r?;
+        Ok(())
+    }
+    .await;
+    let err = result.expect_err("qe_reader may not read qe_users");
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryPermissionDenied));
+    assert!(
+        err.to_string()
+            .starts_with("permission denied for table qe_users (SQLSTATE 42501 insufficient_privilege); help: grant"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_statement_timeout_is_a_timeout_and_not_retried() {
+    let client = pool().await.get().await.unwrap();
+    let result: Result<(), Error> = async {
+        client
+            .batch_execute("BEGIN; SET LOCAL statement_timeout = 50")
+            .await?;
+        let r = client.execute("SELECT pg_sleep(2)", &[]).await;
+        client.batch_execute("ROLLBACK").await?;
+        r?;
+        Ok(())
+    }
+    .await;
+    let err = result.expect_err("the statement times out");
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryStatementTimeout));
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string().starts_with(
+            "canceling statement due to statement timeout (SQLSTATE 57014 query_canceled); help: make the statement faster"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_canceled_statement_says_so() {
+    let pool = &pool().await;
+    let client = pool.get().await.unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let other = pool.get().await.unwrap();
+    let cancel = async {
+        // Cancel once the statement is running.
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let row = other
+                .query_one(
+                    "SELECT pg_cancel_backend($1) AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE 'SELECT pg_sleep%')",
+                    &[&pid],
+                )
+                .await
+                .unwrap();
+            if row.get::<_, bool>(0) {
+                return;
+            }
+        }
+        panic!("the statement never ran");
+    };
+    let sleep = async { client.execute("SELECT pg_sleep(10)", &[]).await };
+    let (result, ()) = tokio::join!(sleep, cancel);
+    let err = Error::from(result.expect_err("canceled"));
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryCanceled));
+    assert!(err
+        .to_string()
+        .starts_with("canceling statement due to user request (SQLSTATE 57014 query_canceled)"));
+}
+
+#[tokio::test]
+async fn serialization_failures_and_deadlocks_say_retry_the_transaction() {
+    for (code, d, name) in [
+        (
+            "40001",
+            Diagnosis::QuerySerializationFailure,
+            "serialization_failure",
+        ),
+        ("40P01", Diagnosis::QueryDeadlock, "deadlock_detected"),
+    ] {
+        let err = fails(&format!(
+            "DO $$ BEGIN RAISE EXCEPTION 'provoked' USING ERRCODE = '{code}'; END $$"
+        ))
+        .await;
+        assert_eq!(err.diagnosis(), Some(d), "{err}");
+        assert!(err.is_retryable(), "{err}");
+        assert!(err
+            .to_string()
+            .contains(&format!("(SQLSTATE {code} {name})")));
+        assert!(err
+            .help()
+            .unwrap()
+            .starts_with("retry the whole transaction"));
+    }
+}
+
+#[tokio::test]
+async fn a_write_on_a_read_only_session() {
+    let client = pool().await.get().await.unwrap();
+    let result: Result<(), Error> = async {
+        client.batch_execute("BEGIN READ ONLY").await?;
+        let r = client
+            .execute("INSERT INTO qe_users VALUES (9, 'ro@example.com')", &[])
+            .await;
+        client.batch_execute("ROLLBACK").await?;
+        r?;
+        Ok(())
+    }
+    .await;
+    let err = result.expect_err("read-only");
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryReadOnly));
+    assert!(err
+        .to_string()
+        .contains("(SQLSTATE 25006 read_only_sql_transaction)"));
+}
+
+#[tokio::test]
+async fn bad_input_and_wrong_rust_types() {
+    let err = fails("SELECT 'x'::int").await;
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryDataError));
+    assert!(err.to_string().starts_with(
+        "invalid input syntax for type integer: \"x\" (SQLSTATE 22P02 invalid_text_representation)"
+    ));
+
+    let client = pool().await.get().await.unwrap();
+    let read: Result<i32, Error> = async {
+        let row = client.query_one("SELECT 1::int8", &[]).await?;
+        Ok(row.try_get::<_, i32>(0)?)
+    }
+    .await;
+    let err = read.expect_err("int8 is not i32");
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryClientError));
+    assert!(
+        err.to_string()
+            .starts_with("the query failed: error deserializing column 0: cannot convert between the Rust type `i32` and the Postgres type `int8`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_killed_under_a_client_is_lost_and_retryable() {
+    let pool = &pool().await;
+    let client = pool.get().await.unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let other = pool.get().await.unwrap();
+    other
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let err: Error = client
+        .query_one("SELECT 1", &[])
+        .await
+        .map_err(Error::from)
+        .expect_err("terminated");
+    assert_eq!(
+        err.diagnosis(),
+        Some(Diagnosis::QueryConnectionLost),
+        "{err:#}"
+    );
+    assert!(err.is_retryable());
+    assert!(!err.to_string().contains('\n'));
+}
