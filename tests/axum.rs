@@ -119,6 +119,20 @@ async fn run() {
     let (status, _) = http_get(addr, "/query?n=abc").await;
     assert_eq!(status, 400);
 
+    // A statement the server refuses: the response says what and why, in one line, not
+    // `db error`.
+    let (status, body) = http_get(addr, &format!("/query?n={}", i64::MAX)).await;
+    assert_eq!(status, 422, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["error"],
+        "bigint out of range (SQLSTATE 22003 numeric_value_out_of_range); help: check the values passed to the statement",
+        "{body}"
+    );
+    assert_eq!(v["diagnosis"], "query-data", "{body}");
+    assert_eq!(v["sqlstate"], "22003", "{body}");
+    assert_eq!(v["retryable"], false, "{body}");
+
     // The sessions the service opened carry the default application_name.
     let client = pool.get().await.unwrap();
     let name: String = client

@@ -26,17 +26,19 @@ pub fn app(pool: Pool) -> Router {
         .with_state(pool)
 }
 
-async fn query(State(pool): State<Pool>, Query(params): Query<QueryParams>) -> Response {
-    // `get` waits at most the pool's wait timeout; its error says why (pool exhausted,
-    // server unreachable, ...) and is safe to show: it never holds the password.
-    let client = match pool.get().await {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e),
-    };
-    match client.query_one("SELECT $1::int8 + 1", &[&params.n]).await {
-        Ok(row) => Json(json!({ "n": params.n, "result": row.get::<_, i64>(0) })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    }
+async fn query(
+    State(pool): State<Pool>,
+    Query(params): Query<QueryParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // `get` waits at most the pool's wait timeout; `?` turns its error and the query's into
+    // the crate's readable `Error` (the statement's SQLSTATE, message and fix in one line).
+    let client = pool.get().await?;
+    let row = client
+        .query_one("SELECT $1::int8 + 1", &[&params.n])
+        .await?;
+    Ok(Json(
+        json!({ "n": params.n, "result": row.get::<_, i64>(0) }),
+    ))
 }
 
 async fn health(State(pool): State<Pool>) -> Json<serde_json::Value> {
@@ -49,6 +51,39 @@ async fn health(State(pool): State<Pool>) -> Json<serde_json::Value> {
     }))
 }
 
-fn error(status: StatusCode, e: &dyn std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": e.to_string() }))).into_response()
+/// A handler's error: the crate's `Error`, answered as JSON with a status that fits its
+/// class. The text is safe to show: it never holds the password.
+pub struct ApiError(neon_connect::Error);
+
+impl From<neon_connect::Error> for ApiError {
+    fn from(e: neon_connect::Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<neon_connect::tokio_postgres::Error> for ApiError {
+    fn from(e: neon_connect::tokio_postgres::Error) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use neon_connect::ErrorKind;
+        let e = self.0;
+        let status = match e.kind() {
+            // The request's own statement or data was at fault.
+            ErrorKind::Query => StatusCode::UNPROCESSABLE_ENTITY,
+            // Busy, starting, unreachable, timed out: try again later.
+            _ if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({
+            "error": e.to_string(),
+            "diagnosis": e.diagnosis().map(|d| d.id()),
+            "sqlstate": e.as_db_error().map(|db| db.code().code().to_string()),
+            "retryable": e.is_retryable(),
+        });
+        (status, Json(body)).into_response()
+    }
 }
