@@ -364,6 +364,20 @@ async fn idle_connection_terminated_by_the_server_is_replaced() {
         .await
         .unwrap();
     s.psql("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'errors-57p01'").unwrap();
+    // Wait until the backend has exited (it sends 57P01 first), however slow the machine, then
+    // let the connection task read it: a fixed 200 ms alone raced a slow backend exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s
+        .psql("select count(*) from pg_stat_activity where application_name = 'errors-57p01'")
+        .unwrap()
+        != "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let client = pool.get().await.expect("a fresh connection");
     assert_eq!(
