@@ -2,6 +2,8 @@
 //! in text and in JSON. The test CA is the "system" store (`SSL_CERT_FILE`, inherited by the
 //! program), so URLs without `sslmode` mean verify-full against it.
 
+mod support;
+
 use neon_connect_testing::neon::{FakeNeonProxy, Script};
 use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use serde_json::Value;
@@ -31,12 +33,11 @@ async fn doctor(url: &str) -> Run {
             let out = cmd.arg(&url).output().expect("run neon-doctor");
             let stdout = String::from_utf8(out.stdout).expect("utf-8");
             let stderr = String::from_utf8(out.stderr).expect("utf-8");
-            for secret in ["npg_", "TestSecret", "ProxySecret", "wrong-password"] {
-                assert!(
-                    !stdout.contains(secret) && !stderr.contains(secret),
-                    "a password leaked:\n{stdout}\n{stderr}"
-                );
-            }
+            support::assert_no_secret(
+                "neon-doctor's output",
+                &format!("{stdout}\n{stderr}"),
+                &["npg_", "TestSecret", "ProxySecret", "wrong-password"],
+            );
             // Not a terminal: no colour, no progress line.
             assert!(!stdout.contains('\x1b'), "colour off a terminal:\n{stdout}");
             assert!(stderr.is_empty(), "stderr: {stderr}");
@@ -54,14 +55,6 @@ async fn doctor(url: &str) -> Run {
     })
     .await
     .expect("doctor run")
-}
-
-fn verified(s: &PgServer) -> String {
-    format!(
-        "{}?sslmode=verify-full&sslrootcert={}",
-        s.url(),
-        s.ca_file().display()
-    )
 }
 
 /// The step object named `name` in the JSON report.
@@ -160,7 +153,7 @@ fn without_moments_masks_only_the_moments() {
 #[tokio::test]
 async fn a_healthy_server_passes_every_step() {
     let s = PgServer::shared();
-    let run = doctor(&verified(s)).await;
+    let run = doctor(&support::verified_url(s)).await;
     assert_eq!(run.code, 0, "{}", run.text);
     assert_eq!(run.json["ok"], true);
     for (i, line) in [
@@ -316,10 +309,7 @@ async fn certificate_failures_fail_at_tls_and_show_the_chain() {
 
 #[tokio::test]
 async fn a_closed_port_fails_at_tcp() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = support::free_port();
     let run = doctor(&format!(
         "postgresql://neon:npg_x@127.0.0.1:{port}/neondb?sslmode=verify-full"
     ))
@@ -344,7 +334,7 @@ async fn an_unresolvable_name_fails_at_dns() {
 #[tokio::test]
 async fn a_wrong_password_fails_at_authentication() {
     let s = PgServer::shared();
-    let url = verified(s).replace(s.password(), "wrong-password");
+    let url = support::verified_url(s).replace(s.password(), "wrong-password");
     let run = doctor(&url).await;
     assert_fails_at(&run, 5, "authentication", Some("auth-password"));
     // TLS itself was fine.
@@ -357,7 +347,7 @@ async fn a_wrong_password_fails_at_authentication() {
 #[tokio::test]
 async fn a_missing_database_fails_at_the_query_step_after_the_login() {
     let s = PgServer::shared();
-    let url = verified(s).replace(&format!("/{}?", s.dbname()), "/no_such_db?");
+    let url = support::verified_url(s).replace(&format!("/{}?", s.dbname()), "/no_such_db?");
     let run = doctor(&url).await;
     assert_fails_at(&run, 6, "query", Some("database-missing"));
 }

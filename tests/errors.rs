@@ -2,29 +2,33 @@
 //! PostgreSQL servers where the failure can be made real, a scripted Neon-like proxy for the
 //! answers only Neon's proxy gives.
 
+mod support;
+
 use neon_connect::Diagnosis;
 use neon_connect::{ConnectionString, Error, ErrorKind, Options, Step};
 use neon_connect_testing::neon::{FakeNeonProxy, Script};
 use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use std::time::Duration;
 
-fn shared() -> &'static PgServer {
-    trust_test_ca_as_system_store().expect("test CA bundle");
-    PgServer::shared()
-}
+use support::shared_server as shared;
 
 fn variant(kind: CertKind) -> PgServer {
-    trust_test_ca_as_system_store().expect("test CA bundle");
-    PgServer::start(ServerOptions::default().cert(kind)).expect("server")
+    support::start_server(ServerOptions::default().cert(kind))
 }
 
 async fn fail(url: &str) -> Error {
+    fail_with(url, |o| o).await
+}
+
+/// [`fail`] with more options set by `more`.
+async fn fail_with(url: &str, more: impl FnOnce(Options) -> Options) -> Error {
     trust_test_ca_as_system_store().expect("test CA bundle");
-    let opts = Options::from_connection_string(ConnectionString::parse(url).expect(url))
-        .connect_timeout(Duration::from_secs(3));
+    let opts = more(
+        Options::from_connection_string(ConnectionString::parse(url).expect(url))
+            .connect_timeout(Duration::from_secs(3)),
+    );
     let err = opts.connect().await.expect_err(url);
-    let all = format!("{err} {err:#} {err:?}");
-    assert!(!all.contains("npg_"), "a secret leaked: {all}");
+    support::assert_no_secret("the error", &format!("{err} {err:#} {err:?}"), &["npg_"]);
     err
 }
 
@@ -167,10 +171,7 @@ async fn missing_database() {
 
 #[tokio::test]
 async fn closed_port_is_refused_and_retried_within_the_deadline() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = support::free_port();
     let err = fail(&format!(
         "postgresql://u:npg_x@127.0.0.1:{port}/db?connect_timeout=2"
     ))
@@ -197,13 +198,7 @@ async fn unresolvable_name() {
 
 #[tokio::test]
 async fn every_host_of_a_multi_host_string_is_reported() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
+    let free = support::free_port;
     let (a, b) = (free(), free());
     let err = fail(&format!(
         "postgresql://u:npg_x@127.0.0.1:{a},no-such-host.invalid:{b}/db?connect_timeout=2"
@@ -332,7 +327,10 @@ async fn neon_errors_are_told_apart_by_their_text() {
         let opts = Options::from_connection_string(
             ConnectionString::parse(&proxy_url(proxy.port(), "localhost", "")).unwrap(),
         )
-        .connect_timeout(Duration::from_secs(1));
+        .connect_timeout(Duration::from_secs(1))
+        // Three attempts end well before the budget. (And when a budget does run out inside an
+        // attempt, the last substantive failure is what the error reports, not the timeout.)
+        .connect_attempts(3);
         let err = opts.connect().await.unwrap_err();
         assert_eq!(
             err.diagnosis().map(Diagnosis::id),
@@ -374,7 +372,12 @@ async fn neon_pooler_startup_parameter() {
 #[tokio::test]
 async fn neon_compute_unreachable_is_retryable() {
     let proxy = neon(Script::Error("Couldn't connect to compute node".into())).await;
-    let err = fail(&proxy_url(proxy.port(), "localhost", "")).await;
+    // Three attempts end long before the 3 s budget, so the last failure is the proxy's answer,
+    // never a deadline that happened to land inside an attempt.
+    let err = fail_with(&proxy_url(proxy.port(), "localhost", ""), |o| {
+        o.connect_attempts(3)
+    })
+    .await;
     assert_eq!(
         err.diagnosis(),
         Some(Diagnosis::NeonComputeUnreachable),
@@ -394,6 +397,20 @@ async fn idle_connection_terminated_by_the_server_is_replaced() {
         .await
         .unwrap();
     s.psql("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'errors-57p01'").unwrap();
+    // Wait until the backend has exited (it sends 57P01 first), however slow the machine, then
+    // let the connection task read it: a fixed 200 ms alone raced a slow backend exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s
+        .psql("select count(*) from pg_stat_activity where application_name = 'errors-57p01'")
+        .unwrap()
+        != "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let client = pool.get().await.expect("a fresh connection");
     assert_eq!(

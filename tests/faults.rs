@@ -4,14 +4,16 @@
 //! Figures are printed to stderr (`cargo test --test faults -- --nocapture`). The load test runs
 //! for `NEON_CONNECT_LOAD_SECS` seconds (default 8, to keep CI fast; the issue asks for 20).
 
+mod support;
+
 use neon_connect::tokio_postgres::error::SqlState;
 use neon_connect::{ConnectionString, ErrorKind, Options, Pool, Step, Verification};
 use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
 use std::error::Error as _;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{select_one, LogCapture};
 use tokio::sync::RwLock;
 
 /// Tests that measure time take this for reading; the load test, which saturates the CPU,
@@ -25,21 +27,11 @@ fn options(s: &PgServer, app: &str) -> Options {
 }
 
 fn start_server() -> Arc<PgServer> {
-    trust_test_ca_as_system_store().expect("test CA bundle");
-    Arc::new(PgServer::start(ServerOptions::default()).expect("start server"))
+    Arc::new(support::start_server(ServerOptions::default()))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("blocking task")
-}
-
-async fn select_one(pool: &Pool) -> Result<i32, String> {
-    let client = pool.get().await.map_err(|e| format!("get: {e:#}"))?;
-    let row = client
-        .query_one("SELECT 1", &[])
-        .await
-        .map_err(|e| format!("query: {e}"))?;
-    Ok(row.get(0))
 }
 
 /// Checks out `n` connections at once and returns their backend pids.
@@ -66,35 +58,6 @@ fn count_sessions(s: &PgServer, app: &str) -> usize {
     .expect("psql count")
     .parse()
     .expect("a number")
-}
-
-/// Captures this thread's `tracing` output (current-thread runtimes only).
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let me = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || me.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,8 +109,8 @@ async fn cold_start_succeeds_through_retries() {
         std::thread::sleep(Duration::from_secs(2));
         s2.start_again().map(|()| Instant::now())
     });
-    let capture = Capture::default();
-    let guard = capture.install();
+    let capture = LogCapture::default();
+    let guard = capture.install(tracing::Level::DEBUG);
     let started = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(30),
@@ -186,10 +149,7 @@ async fn cold_start_succeeds_through_retries() {
 async fn cold_start_gives_up_within_the_budget() {
     let _timing = HEAVY.read().await;
     // A port nobody listens on: refused, retried, and abandoned when the budget is spent.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = support::free_port();
     trust_test_ca_as_system_store().expect("test CA bundle");
     let url = format!("postgresql://neon:pw@127.0.0.1:{port}/neondb");
     let started = Instant::now();
@@ -445,8 +405,8 @@ async fn new_connections_verify_a_rotated_certificate() {
 async fn wrong_password_fails_at_once_without_retry() {
     let _timing = HEAVY.read().await;
     let s = PgServer::shared();
-    let capture = Capture::default();
-    let _guard = capture.install();
+    let capture = LogCapture::default();
+    let _guard = capture.install(tracing::Level::DEBUG);
     let started = Instant::now();
     let err = options(s, "faults-password")
         .password("not-the-password")

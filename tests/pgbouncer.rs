@@ -2,6 +2,8 @@
 //! the TLS test server: what Neon's `-pooler` endpoints are. Parameterised queries through the
 //! pool, from many tasks at once, must work.
 
+mod support;
+
 use neon_connect_testing::{LeafSpec, PgServer, TestCa};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,14 +22,6 @@ impl Drop for Bouncer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `(uid, gid)` of `postgres` when we run as root (PgBouncer refuses to run as root).
@@ -53,7 +47,7 @@ fn start_bouncer(server: &PgServer) -> Bouncer {
         .tempdir_in("/tmp")
         .unwrap();
     let (cert, key) = TestCa::shared().issue(&LeafSpec::server()).unwrap();
-    let port = free_port();
+    let port = support::free_port();
     let d = dir.path();
     let files = [
         ("ca.pem", TestCa::shared().cert_pem()),

@@ -2,27 +2,14 @@
 //! `Display`, errors or panic messages, for URL and key=value input, percent-encoded or not,
 //! across successful connections and failures.
 
+mod support;
+
 use neon_connect::{ConnectionString, Options};
 use neon_connect_testing::{PgServer, ServerOptions};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A password with characters that need percent-encoding in a URL and quoting in key=value.
 const SECRET: &str = "npg_S3cr:t/@?x% 'q";
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn forms_of_the_secret() -> Vec<String> {
     let encoded = percent_encoding::utf8_percent_encode(SECRET, percent_encoding::NON_ALPHANUMERIC)
@@ -36,12 +23,12 @@ fn forms_of_the_secret() -> Vec<String> {
 }
 
 fn assert_clean(what: &str, text: &str) {
-    for form in forms_of_the_secret() {
-        assert!(
-            !text.contains(&form),
-            "{what} leaks the password ({form:?}):\n{text}"
-        );
-    }
+    let forms = forms_of_the_secret();
+    support::assert_no_secret(
+        what,
+        text,
+        &forms.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
 }
 
 async fn try_connect(input: &str) -> Result<neon_connect::Pool, neon_connect::Error> {
@@ -59,14 +46,8 @@ async fn try_connect(input: &str) -> Result<neon_connect::Pool, neon_connect::Er
 
 #[tokio::test]
 async fn secrets_never_leak() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let buffer = support::LogCapture::default();
+    let _guard = buffer.install(tracing::Level::TRACE);
 
     let server = PgServer::start(ServerOptions::default().password(SECRET)).unwrap();
     let ca = server.ca_file().display().to_string();
@@ -118,7 +99,7 @@ async fn secrets_never_leak() {
         .expect_err("wrong password");
     assert_clean("Error Display", &format!("{err:#} {err:?}"));
 
-    let logs = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    let logs = buffer.text();
     assert!(logs.contains("neon_connect"), "tracing captured: {logs}");
     assert_clean("tracing output", &logs);
 }

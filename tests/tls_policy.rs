@@ -1,32 +1,27 @@
 //! Every row of the TLS policy table, against real PostgreSQL servers with real certificates.
 //! The "system" root store is the test CA, given through `SSL_CERT_FILE`.
 
+mod support;
+
 use neon_connect::Diagnosis;
 use neon_connect::{ConnectionString, ErrorKind, Options, Verification};
-use neon_connect_testing::{trust_test_ca_as_system_store, CertKind, PgServer, ServerOptions};
+use neon_connect_testing::{CertKind, PgServer, ServerOptions};
 use std::sync::OnceLock;
 
-fn setup() -> &'static PgServer {
-    trust_test_ca_as_system_store().expect("test CA bundle");
-    PgServer::shared()
-}
+use support::shared_server as setup;
 
 fn server(kind: CertKind) -> &'static PgServer {
     static SERVERS: OnceLock<std::sync::Mutex<Vec<(CertKind, &'static PgServer)>>> =
         OnceLock::new();
-    trust_test_ca_as_system_store().expect("test CA bundle");
     let servers = SERVERS.get_or_init(Default::default);
     let mut servers = servers.lock().unwrap();
     if let Some((_, s)) = servers.iter().find(|(k, _)| *k == kind) {
         return s;
     }
-    let s: &'static PgServer = Box::leak(Box::new(
-        PgServer::start(ServerOptions {
-            cert: kind,
-            ..ServerOptions::default()
-        })
-        .expect("start server"),
-    ));
+    let s: &'static PgServer = Box::leak(Box::new(support::start_server(ServerOptions {
+        cert: kind,
+        ..ServerOptions::default()
+    })));
     servers.push((kind, s));
     s
 }
@@ -57,20 +52,11 @@ async fn connect(url: &str) -> Result<neon_connect::Pool, neon_connect::Error> {
         .await
 }
 
-async fn select_one(pool: &neon_connect::Pool) -> i32 {
-    let client = pool.get().await.expect("get");
-    client
-        .query_one("SELECT 1", &[])
-        .await
-        .expect("query")
-        .get(0)
-}
-
 #[tokio::test]
 async fn no_sslmode_is_verify_full_against_the_system_store() {
     let s = setup();
     let pool = connect(&url(s, "")).await.expect("connect");
-    assert_eq!(select_one(&pool).await, 1);
+    assert_eq!(support::select_one(&pool).await, Ok(1));
     let tls = pool.info().unwrap().tls.as_ref().expect("tls");
     assert_eq!(tls.verification, Verification::Full);
     assert!(tls.roots.contains("system root store"), "{}", tls.roots);
@@ -182,7 +168,7 @@ async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
         pool.info().unwrap().tls.as_ref().unwrap().verification,
         Verification::Chain
     );
-    assert_eq!(select_one(&pool).await, 1);
+    assert_eq!(support::select_one(&pool).await, Ok(1));
 }
 
 #[tokio::test]
@@ -211,7 +197,7 @@ async fn require_without_roots_encrypts_but_does_not_verify() {
         .expect("require connects");
     let tls = pool.info().unwrap().tls.clone().expect("encrypted");
     assert_eq!(tls.verification, Verification::Unverified);
-    assert_eq!(select_one(&pool).await, 1);
+    assert_eq!(support::select_one(&pool).await, Ok(1));
 }
 
 #[tokio::test]
@@ -248,7 +234,7 @@ async fn prefer_and_allow_are_treated_as_require() {
             .await
             .expect(mode);
         assert!(pool.info().unwrap().tls.is_some(), "{mode} is encrypted");
-        assert_eq!(select_one(&pool).await, 1);
+        assert_eq!(support::select_one(&pool).await, Ok(1));
     }
     // ... and never fall back to plaintext.
     let plain = no_tls_server();
@@ -302,7 +288,7 @@ async fn unix_socket_hosts_skip_tls_as_in_libpq() {
     );
     let pool = connect(&kv).await.expect("unix socket");
     assert!(pool.info().unwrap().tls.is_none());
-    assert_eq!(select_one(&pool).await, 1);
+    assert_eq!(support::select_one(&pool).await, Ok(1));
     // sslmode=disable is harmless there.
     connect(&format!("{kv} sslmode=disable"))
         .await
@@ -325,7 +311,7 @@ async fn channel_binding_require_works_against_scram() {
         info.authentication,
         Some("SCRAM-SHA-256-PLUS (with channel binding)")
     );
-    assert_eq!(select_one(&pool).await, 1);
+    assert_eq!(support::select_one(&pool).await, Ok(1));
 }
 
 #[tokio::test]
@@ -357,7 +343,7 @@ async fn neon_style_url_with_verify_full_and_channel_binding() {
     );
     assert!(u.parse::<neon_connect::tokio_postgres::Config>().is_err());
     let pool = neon_connect::neon_connect(&u).await.expect("connect");
-    assert_eq!(select_one(&pool).await, 1);
+    assert_eq!(support::select_one(&pool).await, Ok(1));
 }
 
 #[tokio::test]
@@ -454,7 +440,7 @@ async fn neon_hosts_try_direct_tls_and_fall_back_once_per_host() {
         let info = pool.info().unwrap();
         assert!(!info.tls.as_ref().unwrap().direct);
         assert_eq!(info.attempts, 1);
-        assert_eq!(select_one(&pool).await, 1);
+        assert_eq!(support::select_one(&pool).await, Ok(1));
     }
     assert_eq!(bad_packets(), 1, "{}", log());
 
