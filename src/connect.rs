@@ -35,6 +35,21 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// (target `neon_connect`), and [`ConnectionInfo::attempts`] says how many were used.
 pub const DEFAULT_CONNECT_ATTEMPTS: u32 = 10;
 
+/// Idle time before the first TCP keepalive probe, unless `keepalives_idle` says otherwise
+/// (libpq leaves the OS default, two hours on Linux).
+pub const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(15);
+/// Time between keepalive probes, unless `keepalives_interval` says otherwise (OS default: 75 s).
+pub const DEFAULT_KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+/// Unanswered probes before the connection is dropped, unless `keepalives_count` says
+/// otherwise (OS default: 9).
+pub const DEFAULT_KEEPALIVES_COUNT: u32 = 3;
+/// How long sent data may stay unacknowledged before the connection is dropped, unless
+/// `tcp_user_timeout` says otherwise (OS default: about 15 minutes of retransmissions). With
+/// the keepalive defaults, a path that stops forwarding packets fails an in-flight query, and
+/// is noticed on an idle connection, in about 30 s instead of minutes or hours; a long-running
+/// query on a live path is unaffected (the server's kernel answers the probes).
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The first backoff's upper bound (Neon's proxy uses the same base for its own retries).
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// The largest backoff between two attempts.
@@ -68,6 +83,10 @@ pub(crate) struct Connected {
     /// The connection's I/O task: spawn (or poll) it to drive the client.
     pub(crate) connection: Connection<Socket, TlsStream<Socket>>,
     pub(crate) info: ConnectionInfo,
+    /// The protocol session seen on the wire (TLS connections only): see `tls::Session`.
+    pub(crate) probe: Option<Arc<Probe>>,
+    /// The TLS way this connection was made, for its cancel requests (TLS connections only).
+    pub(crate) cancel_tls: Option<MakeTls>,
 }
 
 /// One TLS way of reaching a server: the policy and its shared rustls configuration.
@@ -399,6 +418,12 @@ impl Connector {
             Ok(Ok((client, connection))) => Ok(Connected {
                 client,
                 connection,
+                probe: Some(probe.clone()),
+                cancel_tls: Some(MakeTls {
+                    config: route.tls_config.clone(),
+                    policy: route.policy.clone(),
+                    probe: Arc::new(Probe::default()),
+                }),
                 info: ConnectionInfo {
                     host: label,
                     addr: addr.to_string(),
@@ -455,6 +480,8 @@ impl Connector {
             Ok(Ok((client, connection))) => Ok(Connected {
                 client,
                 connection,
+                probe: None,
+                cancel_tls: None,
                 info: ConnectionInfo {
                     addr: format!("{}/.s.PGSQL.{port}", dir.display()),
                     host: label,
@@ -494,21 +521,16 @@ pub(crate) fn driver_config(cs: &ConnectionString) -> tokio_postgres::Config {
         Some(ChannelBinding::Disable) => tokio_postgres::config::ChannelBinding::Disable,
         _ => tokio_postgres::config::ChannelBinding::Prefer,
     });
-    if let Some(t) = cs.tcp_user_timeout() {
-        c.tcp_user_timeout(t);
-    }
-    if let Some(k) = cs.keepalives() {
-        c.keepalives(k);
-    }
-    if let Some(t) = cs.keepalives_idle() {
-        c.keepalives_idle(t);
-    }
-    if let Some(t) = cs.keepalives_interval() {
-        c.keepalives_interval(t);
-    }
-    if let Some(n) = cs.keepalives_count() {
-        c.keepalives_retries(n);
-    }
+    // Dead paths are detected by default (see DEFAULT_TCP_USER_TIMEOUT); the connection
+    // string's values win.
+    c.tcp_user_timeout(cs.tcp_user_timeout().unwrap_or(DEFAULT_TCP_USER_TIMEOUT));
+    c.keepalives(cs.keepalives().unwrap_or(true));
+    c.keepalives_idle(cs.keepalives_idle().unwrap_or(DEFAULT_KEEPALIVES_IDLE));
+    c.keepalives_interval(
+        cs.keepalives_interval()
+            .unwrap_or(DEFAULT_KEEPALIVES_INTERVAL),
+    );
+    c.keepalives_retries(cs.keepalives_count().unwrap_or(DEFAULT_KEEPALIVES_COUNT));
     c.target_session_attrs(match cs.target_session_attrs() {
         Some(TargetSessionAttrs::ReadWrite) => {
             tokio_postgres::config::TargetSessionAttrs::ReadWrite

@@ -90,16 +90,19 @@ mod pool;
 mod tls;
 
 pub use config::ConnectionString;
-pub use connect::{ConnectionInfo, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT};
+pub use connect::{
+    ConnectionInfo, DEFAULT_CONNECT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVES_COUNT,
+    DEFAULT_KEEPALIVES_IDLE, DEFAULT_KEEPALIVES_INTERVAL, DEFAULT_TCP_USER_TIMEOUT,
+};
 pub use diagnostics::Diagnosis;
 pub use error::{Error, ErrorKind, Step};
 pub use options::Options;
 #[cfg(feature = "serde")]
 pub use options::PoolSettings;
 pub use pool::{
-    Client, Manager, Pool, PooledConnection, DEFAULT_APPLICATION_NAME, DEFAULT_CHECK_AFTER_IDLE,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_TIMEOUT,
-    DEFAULT_WAIT_TIMEOUT,
+    Client, Manager, Pool, PooledConnection, ABANDON_GRACE, DEFAULT_APPLICATION_NAME,
+    DEFAULT_CHECK_AFTER_IDLE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE,
+    DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, GOODBYE_TIMEOUT,
 };
 pub use tls::{TlsInfo, TlsStream, Verification};
 

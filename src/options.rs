@@ -111,6 +111,7 @@ impl Options {
                 max_lifetime: DEFAULT_MAX_LIFETIME,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 check_after_idle: DEFAULT_CHECK_AFTER_IDLE,
+                check_timeout: DEFAULT_RECYCLE_TIMEOUT,
             },
             connect_attempts: crate::connect::DEFAULT_CONNECT_ATTEMPTS,
             cached: Arc::default(),
@@ -281,20 +282,25 @@ impl Options {
     pub async fn connect(self) -> Result<Pool, Error> {
         crate::neon::warn_if_pooled(&self.cs);
         let connector = self.connector().await?;
-        let manager = Manager::new(connector.clone(), self.health);
+        let health = Health {
+            check_timeout: self.recycle_timeout,
+            ..self.health
+        };
+        let manager = Manager::new(connector.clone(), health);
+        // `Pool::get` puts one deadline (`wait_timeout`) over waiting, checking and opening;
+        // each network check at checkout has its own (`recycle_timeout`), inside the manager.
         let inner = managed::Pool::builder(manager)
             .max_size(self.pool_size)
-            .wait_timeout(Some(self.wait_timeout))
-            // Creation is bounded by the connector's own per-host deadline.
+            .wait_timeout(None)
             .create_timeout(None)
-            .recycle_timeout(Some(self.recycle_timeout))
+            .recycle_timeout(None)
             // Most recently used first: a light load keeps reusing the same warm connections
             // (no idle check, see `check_after_idle`), and the others age out by `idle_timeout`.
             .queue_mode(managed::QueueMode::Lifo)
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::new(ErrorKind::Pool, "could not build the pool").with_source(e))?;
-        let pool = Pool::new(inner);
+        let pool = Pool::new(inner, self.wait_timeout);
         let client = pool.get().await?;
         client.simple_query("").await.map_err(|e| {
             Error::new(

@@ -5,18 +5,32 @@
 use crate::connect::{Connected, ConnectionInfo, Connector};
 use crate::diagnostics::{diagnose, Diagnosis};
 use crate::error::{Error, ErrorKind, Step};
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType};
+use crate::tls::{MakeTls, Probe, Verdict};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType, Timeouts};
 use deadpool_postgres::ClientWrapper;
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The default number of connections in a pool (the same as sqlx and node-postgres).
 pub const DEFAULT_POOL_SIZE: usize = 10;
-/// How long [`Pool::get`] waits for a free connection by default.
-pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the recycle check of an idle connection may take by default.
-pub const DEFAULT_RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The deadline of a whole [`Pool::get`] by default: waiting for a free connection, checking
+/// idle ones and opening a new one (with its retries) all fit in it. The same as the default
+/// `connect_timeout`, so that a connection that may take that long to open (a Neon compute
+/// waking up) can be opened inside one `get`.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one network check of an idle connection may take by default (the empty query of
+/// [`DEFAULT_CHECK_AFTER_IDLE`], or the `ROLLBACK` of a transaction its last user left open).
+pub const DEFAULT_RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a returned connection whose request was still running (its caller's timeout
+/// fired, or its task was cancelled) may take to finish by itself before a cancel request is
+/// sent for it.
+pub const ABANDON_GRACE: Duration = Duration::from_millis(50);
+/// How long closing a connection may take to say goodbye (Terminate and TLS `close_notify`)
+/// before its task is stopped.
+pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection older than this is closed instead of handed out (default 30 minutes), so
 /// that server-side changes (a new compute, rotated certificates, memory held by a session)
 /// reach every connection in bounded time.
@@ -43,21 +57,101 @@ pub(crate) struct Health {
     pub(crate) max_lifetime: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) check_after_idle: Duration,
+    /// The deadline of one network check at checkout (`Options::recycle_timeout`).
+    pub(crate) check_timeout: Duration,
 }
 
-/// A pooled client: derefs to [`deadpool_postgres::ClientWrapper`] and so to
-/// [`tokio_postgres::Client`]; goes back to the pool when dropped.
-pub type Client = managed::Object<Manager>;
+/// A pooled client: derefs to [`deadpool::managed::Object`], so to [`PooledConnection`],
+/// [`deadpool_postgres::ClientWrapper`] and [`tokio_postgres::Client`]; goes back to the pool
+/// when dropped.
+///
+/// What a caller may rely on when it drops a client (or its task is cancelled, or a
+/// `tokio::time::timeout` around a query fires): a statement still running is cancelled on the
+/// server (a CancelRequest over TLS with the connection's own policy, [`ABANDON_GRACE`] after the
+/// return unless it finished by then) and the connection is never handed out again; a
+/// transaction left open (a raw `BEGIN` without `COMMIT`) is rolled back before the next user
+/// gets the connection. The next [`Pool::get`] never waits behind an abandoned statement.
+pub struct Client {
+    object: managed::Object<Manager>,
+}
+
+impl std::ops::Deref for Client {
+    type Target = managed::Object<Manager>;
+    fn deref(&self) -> &managed::Object<Manager> {
+        &self.object
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut managed::Object<Manager> {
+        &mut self.object
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.object, f)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let conn: &PooledConnection = &self.object;
+        let Some(probe) = &conn.probe else { return };
+        if !probe.session.returned() {
+            return;
+        }
+        // Abandoned mid-request: give it a moment to finish by itself, then cancel it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // the next checkout cancels it
+        };
+        let probe = probe.clone();
+        let cancel = conn.cancel.clone();
+        let host = conn.info.host.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(ABANDON_GRACE).await;
+            if probe.session.cancel_if_still_running() {
+                send_cancel(cancel, &host).await;
+            }
+        });
+    }
+}
+
+/// Sends a cancel request for the statement running on a connection, over TLS with the
+/// connection's own policy; failures are only logged (the connection is replaced anyway).
+async fn send_cancel(cancel: Option<(tokio_postgres::CancelToken, MakeTls)>, host: &str) {
+    let Some((token, tls)) = cancel else { return };
+    tracing::debug!(target: "neon_connect", host = %host, "cancelling the statement an abandoned pooled connection was running");
+    match tokio::time::timeout(GOODBYE_TIMEOUT, token.cancel_query(tls)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(target: "neon_connect", host = %host, "the cancel request failed: {e}")
+        }
+        Err(_) => {
+            tracing::debug!(target: "neon_connect", host = %host, "the cancel request timed out")
+        }
+    }
+}
 
 /// The deadpool manager: opens connections with the crate's policy and drops closed ones.
 pub struct Manager {
     connector: Arc<Connector>,
     health: Health,
+    /// When an idle check last failed (ms since `epoch`, 0: never): idle connections unused
+    /// since before it are replaced without a check of their own, so a path that went dead
+    /// costs one check, not one per idle connection.
+    suspect_before: AtomicU64,
+    epoch: Instant,
 }
 
 impl Manager {
     pub(crate) fn new(connector: Arc<Connector>, health: Health) -> Manager {
-        Manager { connector, health }
+        Manager {
+            connector,
+            health,
+            suspect_before: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
     }
 }
 
@@ -75,6 +169,12 @@ pub struct PooledConnection {
     client: ClientWrapper,
     /// What this connection negotiated.
     pub info: ConnectionInfo,
+    /// The protocol session seen on the wire (TLS connections).
+    probe: Option<Arc<Probe>>,
+    /// How to cancel its running statement (TLS connections).
+    cancel: Option<(tokio_postgres::CancelToken, MakeTls)>,
+    /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
+    _goodbye: tokio::sync::oneshot::Sender<()>,
 }
 
 impl fmt::Debug for PooledConnection {
@@ -103,20 +203,43 @@ impl managed::Manager for Manager {
     type Error = Error;
 
     async fn create(&self) -> Result<PooledConnection, Error> {
+        trace(|t| t.opening = Some(Instant::now()));
         let Connected {
             client,
             connection,
             info,
+            probe,
+            cancel_tls,
         } = self.connector.connect().await?;
+        trace(|t| t.opening = None);
         let host = info.host.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        let (goodbye, closing) = tokio::sync::oneshot::channel::<()>();
+        // The task owns the connection. When the pool drops the client (retired, closed),
+        // tokio-postgres sends Terminate and closes TLS with close_notify; the task waits for
+        // that at most GOODBYE_TIMEOUT (a dead path cannot take a goodbye).
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                r = &mut connection => r,
+                _ = closing => match tokio::time::timeout(GOODBYE_TIMEOUT, &mut connection).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(target: "neon_connect", host = %host, "connection ended: {e}");
             }
         });
+        let cancel = cancel_tls.map(|tls| (client.cancel_token(), tls));
+        // deadpool-postgres's wrapper aborts the task it is given when dropped, which would cut
+        // the goodbye short: it gets a finished placeholder, and the real task ends by itself.
+        let placeholder = tokio::spawn(async {});
         Ok(PooledConnection {
-            client: ClientWrapper::new(client, task),
+            client: ClientWrapper::new(client, placeholder),
             info,
+            probe,
+            cancel,
+            _goodbye: goodbye,
         })
     }
 
@@ -129,21 +252,83 @@ impl managed::Manager for Manager {
     ) -> RecycleResult<Error> {
         let health = &self.health;
         let unused = metrics.last_used();
+        let verdict = conn.probe.as_ref().map(|p| p.session.verdict());
         let reason = if conn.is_closed() {
             // The server ended it (57P01 on restart or scale-to-zero, a crash) or the socket broke.
             "the connection was closed"
+        } else if verdict == Some(Verdict::CancelAndReplace) {
+            send_cancel(conn.cancel.clone(), &conn.info.host).await;
+            "its last user abandoned a statement that was still running (cancelled)"
+        } else if verdict == Some(Verdict::Replace) {
+            "its last user abandoned a statement that was still running"
         } else if metrics.age() >= health.max_lifetime {
             "the connection reached its maximum lifetime"
         } else if unused >= health.idle_timeout {
             "the connection was idle too long"
-        } else if unused >= health.check_after_idle && conn.simple_query("").await.is_err() {
+        } else if unused >= health.check_after_idle && self.suspect(metrics) {
+            "an idle check of another connection failed after this one was last used"
+        } else if unused >= health.check_after_idle && !self.check(conn, "").await {
             "the connection failed its idle check"
+        } else if verdict == Some(Verdict::InTransaction) && !self.check(conn, "ROLLBACK").await {
+            "its last user left a transaction open, and rolling it back failed"
         } else {
             return Ok(());
         };
         tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = metrics.age().as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
+        trace(|t| t.replaced += 1);
         Err(RecycleError::message(reason))
     }
+}
+
+impl Manager {
+    /// Runs `sql` (an empty query, or `ROLLBACK`) under the check deadline; false when it
+    /// failed or timed out (an idle check that fails marks the idle connections unused since
+    /// before now as suspect).
+    async fn check(&self, conn: &PooledConnection, sql: &str) -> bool {
+        let began = Instant::now();
+        let ok = matches!(
+            tokio::time::timeout(self.health.check_timeout, conn.simple_query(sql)).await,
+            Ok(Ok(_))
+        );
+        trace(|t| {
+            t.checks += 1;
+            t.checking += began.elapsed();
+        });
+        if !ok && sql.is_empty() {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            self.suspect_before.fetch_max(now, Ordering::AcqRel);
+        }
+        ok
+    }
+
+    /// Whether the connection was last used before an idle check of another one failed.
+    fn suspect(&self, metrics: &Metrics) -> bool {
+        let mark = self.suspect_before.load(Ordering::Acquire);
+        if mark == 0 {
+            return false;
+        }
+        let last_used = metrics.recycled.unwrap_or(metrics.created);
+        let last_used_ms = last_used.saturating_duration_since(self.epoch).as_millis() as u64;
+        last_used_ms < mark
+    }
+}
+
+/// What one `Pool::get` spent its time on, for the message when its deadline runs out.
+#[derive(Debug, Default)]
+struct GetTrace {
+    checks: u32,
+    checking: Duration,
+    replaced: u32,
+    opening: Option<Instant>,
+}
+
+tokio::task_local! {
+    static TRACE: RefCell<GetTrace>;
+}
+
+/// Records into the current `Pool::get`'s trace, if there is one.
+fn trace(f: impl FnOnce(&mut GetTrace)) {
+    let _ = TRACE.try_with(|t| f(&mut t.borrow_mut()));
 }
 
 /// A pool of verified connections. Cheap to clone; clones share the connections.
@@ -151,6 +336,8 @@ impl managed::Manager for Manager {
 pub struct Pool {
     inner: managed::Pool<Manager>,
     first: Arc<std::sync::OnceLock<ConnectionInfo>>,
+    /// The deadline of a whole `get` (`Options::wait_timeout`).
+    wait_timeout: Duration,
 }
 
 impl fmt::Debug for Pool {
@@ -163,10 +350,11 @@ impl fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(inner: managed::Pool<Manager>) -> Pool {
+    pub(crate) fn new(inner: managed::Pool<Manager>, wait_timeout: Duration) -> Pool {
         Pool {
             inner,
             first: Arc::new(std::sync::OnceLock::new()),
+            wait_timeout,
         }
     }
 
@@ -186,11 +374,69 @@ impl Pool {
     /// [`ErrorKind::Pool`] when none frees up within the wait timeout (the message says how
     /// many are in use), or the connection error when a new one cannot be opened.
     pub async fn get(&self) -> Result<Client, Error> {
-        self.inner.get().await.map_err(|e| self.pool_error(e))
+        let deadline = self.wait_timeout;
+        let started = Instant::now();
+        let none = Timeouts {
+            wait: None,
+            create: None,
+            recycle: None,
+        };
+        let get = TRACE.scope(RefCell::default(), async {
+            let result = tokio::time::timeout(deadline, self.inner.timeout_get(&none)).await;
+            (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
+        });
+        match get.await {
+            (Ok(Ok(object)), _) => Ok(Client { object }),
+            (Ok(Err(e)), _) => Err(self.pool_error(e)),
+            (Err(_), spent) => Err(self.deadline_error(started.elapsed(), &spent)),
+        }
+    }
+
+    /// The error when `get`'s deadline ran out: where the time went.
+    fn deadline_error(&self, took: Duration, spent: &GetTrace) -> Error {
+        let status = self.inner.status();
+        let mut parts = Vec::new();
+        if spent.checks > 0 {
+            parts.push(format!(
+                "{:.1}s checking {} idle connection(s)",
+                spent.checking.as_secs_f64(),
+                spent.checks
+            ));
+        }
+        if spent.replaced > 0 {
+            parts.push(format!("{} replaced", spent.replaced));
+        }
+        if let Some(since) = spent.opening {
+            parts.push(format!(
+                "{:.1}s opening a new connection, not finished",
+                since.elapsed().as_secs_f64()
+            ));
+        }
+        let waited = took
+            .saturating_sub(spent.checking)
+            .saturating_sub(spent.opening.map_or(Duration::ZERO, |s| s.elapsed()));
+        let (d, what) = if spent.opening.is_some() || spent.checks > 0 {
+            (Diagnosis::PoolTimeout, "in `pool.get()`")
+        } else {
+            (Diagnosis::PoolTimeout, "waiting for a free connection")
+        };
+        let mut message = format!("timed out after {:.1}s {what}", took.as_secs_f64());
+        if parts.is_empty() {
+            message.push_str(&format!(
+                ": all {} connections of the pool are in use ({} waiting)",
+                status.size, status.waiting
+            ));
+        } else {
+            message.push_str(&format!(
+                ": {:.1}s waiting for a free connection, {}",
+                waited.as_secs_f64(),
+                parts.join(", ")
+            ));
+        }
+        diagnose(d, message).with_step(Step::Pool)
     }
 
     fn pool_error(&self, e: managed::PoolError<Error>) -> Error {
-        let status = self.inner.status();
         match e {
             managed::PoolError::Backend(e) => e,
             managed::PoolError::Timeout(kind) => {
@@ -199,17 +445,7 @@ impl Pool {
                     TimeoutType::Create => "opening a new connection",
                     TimeoutType::Recycle => "checking an idle connection",
                 };
-                let waited = self.inner.timeouts().wait.unwrap_or_default();
-                diagnose(
-                    Diagnosis::PoolTimeout,
-                    format!(
-                        "timed out after {:.1}s {what}: all {} connections of the pool are in use ({} waiting)",
-                        waited.as_secs_f64(),
-                        status.size,
-                        status.waiting
-                    ),
-                )
-                .with_step(Step::Pool)
+                diagnose(Diagnosis::PoolTimeout, format!("timed out {what}")).with_step(Step::Pool)
             }
             managed::PoolError::Closed => Error::new(ErrorKind::Pool, "the pool is closed")
                 .with_step(Step::Pool)

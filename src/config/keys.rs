@@ -347,7 +347,7 @@ pub(crate) static KEYS: &[KeyInfo] = &[
     KeyInfo {
         name: "tcp_user_timeout",
         env: None,
-        default: "(none)",
+        default: "30000 (libpq: the OS default)",
         doc: "milliseconds, as in libpq (tokio-postgres reads seconds; we convert)",
         set: |cs, v, o| {
             // Milliseconds, as in libpq (tokio-postgres reads seconds); 0: the OS default.
@@ -371,7 +371,7 @@ pub(crate) static KEYS: &[KeyInfo] = &[
     KeyInfo {
         name: "keepalives_idle",
         env: None,
-        default: "(OS default)",
+        default: "15 (libpq: the OS default, 7200 on Linux)",
         doc: "seconds of idle before keepalives",
         set: |cs, v, o| {
             cs.keepalives_idle = secs(v, o)?;
@@ -382,7 +382,7 @@ pub(crate) static KEYS: &[KeyInfo] = &[
     KeyInfo {
         name: "keepalives_interval",
         env: None,
-        default: "(OS default)",
+        default: "5 (libpq: the OS default, 75 on Linux)",
         doc: "seconds between keepalives",
         set: |cs, v, o| {
             cs.keepalives_interval = secs(v, o)?;
@@ -393,7 +393,7 @@ pub(crate) static KEYS: &[KeyInfo] = &[
     KeyInfo {
         name: "keepalives_count",
         env: None,
-        default: "(OS default)",
+        default: "3 (libpq: the OS default, 9 on Linux)",
         doc: "keepalives lost before the connection is dropped (`keepalives_retries` is accepted too)",
         set: |cs, v, o| {
             let n: u32 = parse_int(v, o, "a whole number")?;

@@ -356,6 +356,7 @@ impl Doctor<'_> {
             client,
             connection,
             info,
+            ..
         } = match connected {
             Ok(c) => c,
             Err(e) => {

@@ -10,10 +10,12 @@
 
 mod identity;
 mod roots;
+mod session;
 mod stream;
 mod verify;
 
 pub(crate) use roots::{root_store, Roots};
+pub(crate) use session::Verdict;
 pub(crate) use stream::{MakeTls, MissingAlpn, Probe, UnencryptedDataAfterSslResponse};
 pub use stream::{TlsInfo, TlsStream};
 

@@ -2,6 +2,7 @@
 //! the checks around it (injected plaintext, ALPN), and what it records for errors and
 //! `ConnectionInfo` (the step reached, the negotiated parameters, the authentication method).
 
+use super::session::{Framer, Session};
 use super::{lock, TlsPolicy, Verification};
 use crate::error::Step;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -42,6 +43,8 @@ pub struct TlsInfo {
 #[derive(Debug, Default)]
 pub(crate) struct Probe {
     state: Mutex<ProbeState>,
+    /// The protocol session, once the connection is up (what the pool checks at checkout).
+    pub(crate) session: Session,
 }
 
 #[derive(Debug, Default)]
@@ -318,6 +321,9 @@ where
                 inner: tls,
                 binding: binding.map(|(_, d)| d),
                 sniff: Some(AuthSniffer::new(self.probe.clone())),
+                probe: self.probe.clone(),
+                wrote: Framer::default(),
+                read: Framer::default(),
             })
         })
     }
@@ -375,6 +381,10 @@ pub struct TlsStream<S> {
     binding: Option<Digest>,
     /// Until authentication ends: learns the method used (see [`AuthSniffer`]).
     sniff: Option<Box<AuthSniffer>>,
+    /// Where the session state goes (see [`Session`]).
+    probe: Arc<Probe>,
+    wrote: Framer,
+    read: Framer,
 }
 
 impl<S> fmt::Debug for TlsStream<S> {
@@ -409,9 +419,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(sniff) = &mut self.sniff {
-            if sniff.read(&buf.filled()[before..]) {
-                self.sniff = None;
+        let this = &mut *self;
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            this.read.read(&this.probe.session, new);
+        }
+        if let Some(sniff) = &mut this.sniff {
+            if sniff.read(new) {
+                this.sniff = None;
             }
         }
         poll
@@ -427,7 +442,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         if let Some(sniff) = &mut self.sniff {
             sniff.write(buf);
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            let this = &mut *self;
+            this.wrote.wrote(&this.probe.session, &buf[..n]);
+        }
+        poll
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -445,7 +465,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
                 sniff.write(first);
             }
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(mut n)) = poll {
+            let this = &mut *self;
+            for b in bufs {
+                if n == 0 {
+                    break;
+                }
+                let take = n.min(b.len());
+                this.wrote.wrote(&this.probe.session, &b[..take]);
+                n -= take;
+            }
+        }
+        poll
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
