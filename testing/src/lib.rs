@@ -65,6 +65,9 @@
 
 pub mod hostile;
 pub mod neon;
+pub mod relay;
+
+pub use relay::Relay;
 
 /// The rustls crypto provider of the fixture's own TLS peers: the process default when the
 /// application installed one (as neon-connect itself prefers), else *ring*'s.
