@@ -276,6 +276,28 @@ pub(crate) static KEYS: &[KeyInfo] = &[
         show: |cs| cs.sslkey.as_deref().map(path),
     },
     KeyInfo {
+        name: "sslcrl",
+        env: Some("PGSSLCRL"),
+        default: "`~/.postgresql/root.crl` when it exists and the roots come from a file",
+        doc: "PEM file of certificate revocation lists checked against the server's whole chain (`verify-ca`, `verify-full`, `require` with a root file); a missing file is ignored as in libpq, an unreadable one is an error",
+        set: |cs, v, _| {
+            cs.sslcrl = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
+        show: |cs| cs.sslcrl.as_deref().map(path),
+    },
+    KeyInfo {
+        name: "sslcrldir",
+        env: Some("PGSSLCRLDIR"),
+        default: "(none)",
+        doc: "directory of PEM certificate revocation lists (every file in it; `openssl rehash` is not needed), checked as `sslcrl`",
+        set: |cs, v, _| {
+            cs.sslcrldir = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
+        show: |cs| cs.sslcrldir.as_deref().map(path),
+    },
+    KeyInfo {
         name: "sslnegotiation",
         env: Some("PGSSLNEGOTIATION"),
         default: "postgres; direct for Neon hosts (`*.neon.tech`, `*.neon.build`; falls back once per host)",
@@ -442,8 +464,6 @@ pub(super) fn info(name: &str) -> Option<&'static KeyInfo> {
 /// libpq parameters we refuse, with why.
 pub(super) static UNSUPPORTED: &[(&str, &str)] = &[
     ("sslpassword", "encrypted private keys are not supported; decrypt the key file (`openssl pkey -in key.pem -out key.pem`) and protect it with `chmod 600`"),
-    ("sslcrl", "certificate revocation lists are not supported; remove the parameter"),
-    ("sslcrldir", "certificate revocation lists are not supported; remove the parameter"),
     ("sslcertmode", "a client certificate is sent whenever `sslcert` and `sslkey` are given; remove the parameter"),
     ("service", "service files are not supported; put the settings in the connection string"),
     ("servicefile", "service files are not supported; put the settings in the connection string"),
@@ -645,6 +665,8 @@ mod tests {
             ("sslrootcert", "/ca.pem"),
             ("sslcert", "/c.pem"),
             ("sslkey", "/k.pem"),
+            ("sslcrl", "/crl.pem"),
+            ("sslcrldir", "/crls"),
             ("sslnegotiation", "direct"),
             ("sslsni", "0"),
             ("ssl_min_protocol_version", "TLSv1.3"),

@@ -50,6 +50,8 @@ pub struct ConnectionString {
     sslrootcert: Option<RootCert>,
     sslcert: Option<PathBuf>,
     sslkey: Option<PathBuf>,
+    sslcrl: Option<PathBuf>,
+    sslcrldir: Option<PathBuf>,
     sslnegotiation: Option<SslNegotiation>,
     sslsni: Option<bool>,
     ssl_min_protocol_version: Option<TlsVersion>,
@@ -82,6 +84,8 @@ impl ConnectionString {
             sslrootcert: None,
             sslcert: None,
             sslkey: None,
+            sslcrl: None,
+            sslcrldir: None,
             sslnegotiation: None,
             sslsni: None,
             ssl_min_protocol_version: None,
@@ -271,6 +275,17 @@ impl ConnectionString {
     /// `sslkey` (client private key file) as given.
     pub fn sslkey(&self) -> Option<&std::path::Path> {
         self.sslkey.as_deref()
+    }
+
+    /// `sslcrl` (a PEM file of certificate revocation lists) as given (`None`: libpq's
+    /// default, `~/.postgresql/root.crl` when it exists and the roots come from a file).
+    pub fn sslcrl(&self) -> Option<&std::path::Path> {
+        self.sslcrl.as_deref()
+    }
+
+    /// `sslcrldir` (a directory of PEM certificate revocation lists) as given.
+    pub fn sslcrldir(&self) -> Option<&std::path::Path> {
+        self.sslcrldir.as_deref()
     }
 
     /// `sslnegotiation` as given (`None`: `postgres`).

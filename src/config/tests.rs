@@ -920,11 +920,6 @@ fn unsupported_libpq_keys_say_so() {
                 "decrypt the key",
             ),
             (
-                "host=h sslcrl=/crl.pem",
-                "`sslcrl` is not supported",
-                "revocation",
-            ),
-            (
                 "host=h service=prod",
                 "`service` is not supported",
                 "service files",
@@ -936,6 +931,25 @@ fn unsupported_libpq_keys_say_so() {
             ),
         ],
     );
+}
+
+#[test]
+fn revocation_lists_from_the_string_and_the_environment() {
+    check("host=h sslcrl=/etc/crl.pem sslcrldir=/etc/crls", |cs| {
+        assert_eq!(cs.sslcrl(), Some(std::path::Path::new("/etc/crl.pem")));
+        assert_eq!(cs.sslcrldir(), Some(std::path::Path::new("/etc/crls")));
+    });
+    let cs = ConnectionString::parse_with_env("host=h", |k| match k {
+        "PGSSLCRL" => Some("/env/crl.pem".into()),
+        "PGSSLCRLDIR" => Some("/env/crls".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(cs.sslcrl(), Some(std::path::Path::new("/env/crl.pem")));
+    assert_eq!(cs.sslcrldir(), Some(std::path::Path::new("/env/crls")));
+    assert_eq!(cs.source("sslcrl"), Source::Environment);
+    // An empty value is no value, as in libpq.
+    check("host=h sslcrl=''", |cs| assert_eq!(cs.sslcrl(), None));
 }
 
 #[test]

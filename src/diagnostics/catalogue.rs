@@ -113,6 +113,14 @@ catalogue![
         "the certificate of \"host:5432\" is an X.509 v1 certificate, which is not supported",
         "v1 certificates carry no extensions (no subjectAltName), and rustls refuses them",
         "reissue the server certificate as X.509 v3 (with subjectAltName)";
+    CertificateRevoked = "certificate-revoked", Certificate, false,
+        "the certificate of \"host:5432\" was refused: the certificate \"CN=...\" (serial ...) was revoked on ... according to the certificate revocation list crl.pem",
+        "a certificate of the server's chain is listed as revoked in `sslcrl`/`sslcrldir` (or `~/.postgresql/root.crl`)",
+        "the server must present a certificate that is not revoked; if the list is wrong, fix the list given in `sslcrl`/`sslcrldir`";
+    CertificateRevocationUnchecked = "certificate-revocation-unchecked", Certificate, false,
+        "the certificate of \"host:5432\" was refused: the revocation status of the certificate \"CN=...\" is unknown / the certificate revocation list crl.pem expired at ...",
+        "revocation lists were given, and one certificate of the chain has no list from its issuer, or its list is past its `nextUpdate`; like libpq, such a chain is refused",
+        "give a current revocation list from every CA of the server's chain (intermediates included) in `sslcrl`/`sslcrldir`";
     CertificateOther = "certificate-other", Certificate, false,
         "the certificate of \"host:5432\" was rejected: ...",
         "the certificate failed verification for another reason (named in the message)",

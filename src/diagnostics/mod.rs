@@ -4,7 +4,7 @@
 //! its own errors as SQLSTATE `XX000`, so those are told apart by their text.
 
 use crate::error::{Error, Step};
-use crate::tls::{MissingAlpn, Roots, TlsPolicy, UnencryptedDataAfterSslResponse};
+use crate::tls::{MissingAlpn, RevocationError, Roots, TlsPolicy, UnencryptedDataAfterSslResponse};
 use std::error::Error as StdError;
 use std::io;
 
@@ -258,6 +258,24 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
                 };
                 cert(Diagnosis::CertificateNotYetValid, format!("the certificate of \"{host}\" is not valid yet{when}"))
             }
+            C::Other(other) if other.0.downcast_ref::<RevocationError>().is_some() => {
+                let why = other.0.downcast_ref::<RevocationError>().expect("checked above");
+                let d = match why {
+                    RevocationError::Revoked { .. } => Diagnosis::CertificateRevoked,
+                    _ => Diagnosis::CertificateRevocationUnchecked,
+                };
+                cert(d, format!("the certificate of \"{host}\" was refused: {why}"))
+            }
+            C::Revoked => cert(
+                Diagnosis::CertificateRevoked,
+                format!("the certificate of \"{host}\" (or one of its chain) is revoked"),
+            ),
+            C::UnknownRevocationStatus
+            | C::ExpiredRevocationList
+            | C::ExpiredRevocationListContext { .. } => cert(
+                Diagnosis::CertificateRevocationUnchecked,
+                format!("the certificate of \"{host}\" was refused: {c}"),
+            ),
             C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => cert(
                 Diagnosis::CertificateCaAsLeaf,
                 format!("the server \"{host}\" presented a CA certificate as its own certificate"),

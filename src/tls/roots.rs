@@ -64,6 +64,13 @@ pub(super) fn default_root_file() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// libpq's default certificate revocation list file, when it exists.
+pub(super) fn default_crl_file() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let path = Path::new(&home).join(".postgresql").join("root.crl");
+    path.is_file().then_some(path)
+}
+
 pub(super) fn digest_certs(certs: &[CertificateDer<'static>]) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
