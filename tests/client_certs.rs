@@ -126,3 +126,156 @@ async fn a_key_readable_by_group_or_others_is_refused() {
         assert!(text.contains("chmod 600"), "{text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Encrypted client keys (`sslpassword`)
+// ---------------------------------------------------------------------------------------------
+
+const PASSPHRASE: &str = "pp_Wr0ngH0rseStaple";
+
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A client certificate with its key as encrypted PKCS#8 (`openssl pkcs8 -topk8`).
+fn encrypted_identity(dir: &Dir, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = issue(KeyAlgorithm::EcdsaP256);
+    let c = dir.write(&format!("{name}.crt"), &cert, 0o644);
+    let plain = dir.write(&format!("{name}.plain.key"), &key, 0o600);
+    let enc = dir.0.join(format!("{name}.key"));
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-in",
+        plain.to_str().unwrap(),
+        "-out",
+        enc.to_str().unwrap(),
+        "-passout",
+        &format!("pass:{PASSPHRASE}"),
+    ]);
+    std::fs::set_permissions(&enc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(std::fs::read_to_string(&enc)
+        .unwrap()
+        .contains("BEGIN ENCRYPTED PRIVATE KEY"));
+    (c, enc)
+}
+
+async fn connect_with(query: &str) -> Result<i32, neon_connect::Error> {
+    let s = server();
+    let url = format!("{}?sslrootcert={}&{query}", s.url(), s.ca_file().display());
+    let pool = Options::from_connection_string(ConnectionString::parse(&url)?)
+        .pool_size(1)
+        .connect_attempts(1)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let client = pool.get().await?;
+    Ok(client.query_one("SELECT 1", &[]).await.unwrap().get(0))
+}
+
+fn assert_no_secret(text: &str) {
+    assert!(!text.contains(PASSPHRASE), "the passphrase leaked: {text}");
+    assert!(
+        !text.contains("Wr0ngH0rse"),
+        "the passphrase leaked: {text}"
+    );
+}
+
+#[tokio::test]
+async fn an_encrypted_pkcs8_key_opens_with_sslpassword() {
+    let dir = Dir::new("enc-ok");
+    let (c, k) = encrypted_identity(&dir, "enc");
+    let q = format!(
+        "sslcert={}&sslkey={}&sslpassword={PASSPHRASE}",
+        c.display(),
+        k.display()
+    );
+    assert_eq!(connect_with(&q).await.expect("right passphrase"), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_passphrase_says_so_and_never_shows_it() {
+    let dir = Dir::new("enc-wrong");
+    let (c, k) = encrypted_identity(&dir, "enc");
+    let wrong = "pp_Wr0ngH0rseStapleX";
+    let q = format!(
+        "sslcert={}&sslkey={}&sslpassword={wrong}",
+        c.display(),
+        k.display()
+    );
+    let err = connect_with(&q).await.expect_err("wrong passphrase");
+    for text in [format!("{err}"), format!("{err:#}"), format!("{err:?}")] {
+        assert!(text.contains("does not decrypt the client key"), "{text}");
+        assert!(!text.contains(wrong), "{text}");
+        assert_no_secret(&text);
+    }
+    assert_eq!(err.kind(), neon_connect::ErrorKind::ClientCertificate);
+
+    let q = format!("sslcert={}&sslkey={}", c.display(), k.display());
+    let err = connect_with(&q).await.expect_err("no passphrase");
+    assert!(
+        err.to_string()
+            .contains("is encrypted, and no passphrase was given"),
+        "{err}"
+    );
+    assert!(format!("{err:#}").contains("sslpassword"), "{err:#}");
+}
+
+#[tokio::test]
+async fn the_passphrase_is_redacted_in_debug_and_display() {
+    for input in [
+        format!("postgresql://u@h/db?sslkey=/k&sslcert=/c&sslpassword={PASSPHRASE}"),
+        format!("host=h sslkey=/k sslcert=/c sslpassword='{PASSPHRASE}'"),
+    ] {
+        let cs = ConnectionString::parse(&input).unwrap();
+        assert_eq!(cs.sslpassword().unwrap().expose(), PASSPHRASE);
+        assert_no_secret(&format!("{cs:?}"));
+        assert_no_secret(&cs.to_string());
+        assert!(cs.to_string().contains("sslpassword=***"), "{cs}");
+        assert!(
+            format!("{cs:?}").contains("sslpassword: Some(***)"),
+            "{cs:?}"
+        );
+        let opts = Options::from_connection_string(cs);
+        assert_no_secret(&format!("{opts:?}"));
+    }
+}
+
+#[tokio::test]
+async fn a_traditionally_encrypted_key_names_the_conversion_command() {
+    let dir = Dir::new("enc-trad");
+    let (cert, key) = issue(KeyAlgorithm::EcdsaP256);
+    let c = dir.write("t.crt", &cert, 0o644);
+    let plain = dir.write("t.plain.key", &key, 0o600);
+    let trad = dir.0.join("t.key");
+    openssl(&[
+        "ec",
+        "-in",
+        plain.to_str().unwrap(),
+        "-aes128",
+        "-out",
+        trad.to_str().unwrap(),
+        "-passout",
+        &format!("pass:{PASSPHRASE}"),
+    ]);
+    std::fs::set_permissions(&trad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(std::fs::read_to_string(&trad)
+        .unwrap()
+        .contains("Proc-Type: 4,ENCRYPTED"));
+    let q = format!(
+        "sslcert={}&sslkey={}&sslpassword={PASSPHRASE}",
+        c.display(),
+        trad.display()
+    );
+    let err = connect_with(&q).await.expect_err("traditional encryption");
+    let text = format!("{err:#}");
+    assert!(text.contains("Proc-Type: 4,ENCRYPTED"), "{text}");
+    assert!(text.contains("openssl pkcs8 -topk8"), "{text}");
+    assert_no_secret(&text);
+}

@@ -214,7 +214,7 @@ fn connection_string_errors_name_the_part_and_the_fix() {
         ("postgresql://h/db?database=x", "the parameter is named `dbname`"),
         ("host=h sslmode=verify", "invalid value \"verify\" for `sslmode`\nhelp: accepted values: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`"),
         ("host=h channel_binding=yes", "accepted values: `disable`, `prefer`, `require`"),
-        ("host=h sslpassword=npg_S3cr3t", "connection parameter `sslpassword` is not supported"),
+        ("host=h service=npg_S3cr3t", "connection parameter `service` is not supported"),
         ("host=h gssencmode=require", "GSSAPI encryption is never used"),
         ("host=a,b port=1,2,3", "could not match 3 port numbers to 2 hosts"),
         ("host=a,b hostaddr=127.0.0.1", "could not match 2 host names to 1 hostaddr values"),

@@ -18,7 +18,7 @@ use std::time::Duration;
 /// Reads a raw (decoded) value into the connection string.
 type Set = fn(&mut ConnectionString, &str, Origin<'_>) -> Result<(), Error>;
 /// The value in libpq's spelling, as the redacted form and `Debug` show it (`None`: not set).
-/// Never called for the password, which is always shown as `***`.
+/// The password and `sslpassword` show as `***`.
 type Show = fn(&ConnectionString) -> Option<String>;
 
 /// One accepted connection parameter: the single table behind parsing, the environment, the
@@ -276,6 +276,17 @@ pub(crate) static KEYS: &[KeyInfo] = &[
         show: |cs| cs.sslkey.as_deref().map(path),
     },
     KeyInfo {
+        name: "sslpassword",
+        env: None,
+        default: "(none)",
+        doc: "passphrase of an encrypted `sslkey` (PKCS#8 `BEGIN ENCRYPTED PRIVATE KEY`); never printed; no environment variable, as in libpq",
+        set: |cs, v, _| {
+            cs.sslpassword = non_empty(v).map(Password);
+            Ok(())
+        },
+        show: |cs| cs.sslpassword.as_ref().map(|_| "***".to_string()),
+    },
+    KeyInfo {
         name: "sslcrl",
         env: Some("PGSSLCRL"),
         default: "`~/.postgresql/root.crl` when it exists and the roots come from a file",
@@ -463,7 +474,6 @@ pub(super) fn info(name: &str) -> Option<&'static KeyInfo> {
 
 /// libpq parameters we refuse, with why.
 pub(super) static UNSUPPORTED: &[(&str, &str)] = &[
-    ("sslpassword", "encrypted private keys are not supported; decrypt the key file (`openssl pkey -in key.pem -out key.pem`) and protect it with `chmod 600`"),
     ("sslcertmode", "a client certificate is sent whenever `sslcert` and `sslkey` are given; remove the parameter"),
     ("service", "service files are not supported; put the settings in the connection string"),
     ("servicefile", "service files are not supported; put the settings in the connection string"),
@@ -665,6 +675,7 @@ mod tests {
             ("sslrootcert", "/ca.pem"),
             ("sslcert", "/c.pem"),
             ("sslkey", "/k.pem"),
+            ("sslpassword", "***"),
             ("sslcrl", "/crl.pem"),
             ("sslcrldir", "/crls"),
             ("sslnegotiation", "direct"),

@@ -50,6 +50,7 @@ pub struct ConnectionString {
     sslrootcert: Option<RootCert>,
     sslcert: Option<PathBuf>,
     sslkey: Option<PathBuf>,
+    sslpassword: Option<Password>,
     sslcrl: Option<PathBuf>,
     sslcrldir: Option<PathBuf>,
     sslnegotiation: Option<SslNegotiation>,
@@ -84,6 +85,7 @@ impl ConnectionString {
             sslrootcert: None,
             sslcert: None,
             sslkey: None,
+            sslpassword: None,
             sslcrl: None,
             sslcrldir: None,
             sslnegotiation: None,
@@ -275,6 +277,18 @@ impl ConnectionString {
     /// `sslkey` (client private key file) as given.
     pub fn sslkey(&self) -> Option<&std::path::Path> {
         self.sslkey.as_deref()
+    }
+
+    /// `sslpassword`: the passphrase of an encrypted `sslkey` (its `Debug` and `Display` print
+    /// `***`, as does the connection string's).
+    pub fn sslpassword(&self) -> Option<&Password> {
+        self.sslpassword.as_ref()
+    }
+
+    /// Sets `sslpassword`, the passphrase of an encrypted client key.
+    pub fn set_sslpassword(&mut self, passphrase: Password) {
+        self.sslpassword = Some(passphrase);
+        self.mark("sslpassword", Source::Code);
     }
 
     /// `sslcrl` (a PEM file of certificate revocation lists) as given (`None`: libpq's

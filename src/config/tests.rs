@@ -915,11 +915,6 @@ fn unsupported_libpq_keys_say_so() {
         &[],
         &[
             (
-                "host=h sslpassword=npg_S3cr3t",
-                "`sslpassword` is not supported",
-                "decrypt the key",
-            ),
-            (
                 "host=h service=prod",
                 "`service` is not supported",
                 "service files",

@@ -205,7 +205,7 @@ pub enum Source {
 }
 
 /// A password. Its `Debug` and `Display` print `***`; read it with [`Password::expose`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Password(pub(super) String);
 
 impl Password {

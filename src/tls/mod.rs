@@ -19,7 +19,9 @@ pub(crate) use roots::{root_store, Roots};
 pub(crate) use stream::{MakeTls, MissingAlpn, Probe, UnencryptedDataAfterSslResponse};
 pub use stream::{TlsInfo, TlsStream};
 
-use crate::config::{ConnectionString, Host, RootCert, SslMode, SslNegotiation, TlsVersion};
+use crate::config::{
+    ConnectionString, Host, Password, RootCert, SslMode, SslNegotiation, TlsVersion,
+};
 use crate::error::{Error, ErrorKind, Step};
 use crl::{load_crls, CrlSources, NamedRevocation};
 use identity::load_client_identity;
@@ -71,6 +73,8 @@ pub(crate) struct TlsPolicy {
     pub(crate) verification: Verification,
     pub(crate) roots: Roots,
     pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    /// `sslpassword`, for an encrypted client key.
+    pub(crate) key_password: Option<Password>,
     /// Certificate revocation lists checked against the whole chain (`None`: none; never
     /// with `Verification::Unverified`).
     pub(crate) crls: Option<CrlSources>,
@@ -222,6 +226,7 @@ impl TlsPolicy {
             verification,
             roots,
             client_cert,
+            key_password: cs.sslpassword().cloned(),
             crls,
             direct,
             auto_direct: direct && cs.sslnegotiation().is_none(),
@@ -315,7 +320,7 @@ impl TlsPolicy {
             .with_custom_certificate_verifier(verifier);
         let mut config = match &self.client_cert {
             Some((cert, key)) => {
-                let (chain, key) = load_client_identity(cert, key)?;
+                let (chain, key) = load_client_identity(cert, key, self.key_password.as_ref())?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
                     Error::new(
                         ErrorKind::ClientCertificate,
