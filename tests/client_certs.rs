@@ -279,3 +279,87 @@ async fn a_traditionally_encrypted_key_names_the_conversion_command() {
     assert!(text.contains("openssl pkcs8 -topk8"), "{text}");
     assert_no_secret(&text);
 }
+
+#[tokio::test]
+async fn der_certificates_and_keys_are_read_as_libpq_reads_them() {
+    let dir = Dir::new("der");
+    let (cert, key) = issue(KeyAlgorithm::EcdsaP256);
+    let pem_crt = dir.write("c.crt", &cert, 0o644);
+    let pem_key = dir.write("c.key", &key, 0o600);
+    let path = |n: &str| dir.0.join(n);
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let (crt_der, pkcs8_der, sec1_der, enc_der) = (
+        path("c.crt.der"),
+        path("pkcs8.der"),
+        path("sec1.der"),
+        path("enc.der"),
+    );
+    openssl(&[
+        "x509",
+        "-in",
+        &s(&pem_crt),
+        "-outform",
+        "DER",
+        "-out",
+        &s(&crt_der),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        &s(&pem_key),
+        "-outform",
+        "DER",
+        "-out",
+        &s(&pkcs8_der),
+    ]);
+    openssl(&[
+        "ec",
+        "-in",
+        &s(&pem_key),
+        "-outform",
+        "DER",
+        "-out",
+        &s(&sec1_der),
+    ]);
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-v2",
+        "aes-256-cbc",
+        "-in",
+        &s(&pem_key),
+        "-outform",
+        "DER",
+        "-out",
+        &s(&enc_der),
+        "-passout",
+        &format!("pass:{PASSPHRASE}"),
+    ]);
+    for k in [&pkcs8_der, &sec1_der, &enc_der] {
+        std::fs::set_permissions(k, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    for (c, k) in [
+        (&crt_der, &pkcs8_der),
+        (&crt_der, &sec1_der),
+        (&pem_crt, &pkcs8_der),
+        (&crt_der, &pem_key),
+    ] {
+        let q = format!("sslcert={}&sslkey={}", c.display(), k.display());
+        assert_eq!(connect_with(&q).await.expect(&q), 1, "{q}");
+    }
+    let q = format!(
+        "sslcert={}&sslkey={}&sslpassword={PASSPHRASE}",
+        crt_der.display(),
+        enc_der.display()
+    );
+    assert_eq!(connect_with(&q).await.expect("encrypted DER"), 1);
+    // Neither PEM nor DER.
+    let junk = dir.write("junk.key", "not a key", 0o600);
+    let q = format!("sslcert={}&sslkey={}", crt_der.display(), junk.display());
+    let err = connect_with(&q).await.expect_err("junk key");
+    assert!(
+        err.to_string()
+            .contains("neither PEM nor a DER private key"),
+        "{err}"
+    );
+}

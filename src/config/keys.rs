@@ -257,7 +257,7 @@ pub(crate) static KEYS: &[KeyInfo] = &[
         name: "sslcert",
         env: Some("PGSSLCERT"),
         default: "(none)",
-        doc: "client certificate (PEM)",
+        doc: "client certificate (PEM or DER)",
         set: |cs, v, _| {
             cs.sslcert = non_empty(v).map(PathBuf::from);
             Ok(())
@@ -268,7 +268,7 @@ pub(crate) static KEYS: &[KeyInfo] = &[
         name: "sslkey",
         env: Some("PGSSLKEY"),
         default: "(none)",
-        doc: "client private key (PEM; must not be readable by group or others)",
+        doc: "client private key (PEM or DER: PKCS#8, encrypted PKCS#8, PKCS#1, SEC1; must not be readable by group or others)",
         set: |cs, v, _| {
             cs.sslkey = non_empty(v).map(PathBuf::from);
             Ok(())

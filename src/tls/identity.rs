@@ -18,15 +18,28 @@ pub(super) fn load_client_identity(
         .with_help("check the `sslcert` path")
         .with_source(e)
     })?;
-    let chain = rustls_pemfile::certs(&mut &cert_data[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
+    let chain = if is_pem(&cert_data) {
+        rustls_pemfile::certs(&mut &cert_data[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                id_err(format!(
+                    "the client certificate {} is not valid PEM",
+                    cert.display()
+                ))
+                .with_source(e)
+            })?
+    } else {
+        // DER, as libpq also reads it: one certificate.
+        use x509_cert::der::Decode;
+        x509_cert::Certificate::from_der(&cert_data).map_err(|e| {
             id_err(format!(
-                "the client certificate {} is not valid PEM",
+                "the client certificate {} is neither PEM nor a DER certificate: {e}",
                 cert.display()
             ))
-            .with_source(e)
+            .with_help("give the certificate as PEM (`-----BEGIN CERTIFICATE-----`) or DER")
         })?;
+        vec![CertificateDer::from(cert_data.clone())]
+    };
     if chain.is_empty() {
         return Err(id_err(format!(
             "the client certificate {} holds no certificate",
@@ -79,6 +92,9 @@ fn parse_key(
         })?;
         return decrypt_pkcs8(doc.as_bytes(), path, passphrase);
     }
+    if !is_pem(data) {
+        return parse_der_key(data, path, passphrase);
+    }
     let private = rustls_pemfile::private_key(&mut &data[..])
         .map_err(|e| {
             id_err(format!(
@@ -95,6 +111,32 @@ fn parse_key(
             .with_help("give a PEM private key (PKCS#8, PKCS#1 or SEC1)")
         })?;
     Ok(private)
+}
+
+/// Whether a file is PEM (has a `-----BEGIN` line) rather than DER.
+fn is_pem(data: &[u8]) -> bool {
+    data.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+/// A DER key, as libpq reads it when PEM fails: PKCS#8 (plain or encrypted), PKCS#1 or SEC1.
+fn parse_der_key(
+    data: &[u8],
+    path: &Path,
+    passphrase: Option<&Password>,
+) -> Result<PrivateKeyDer<'static>, Error> {
+    use pkcs8::der::Decode;
+    if pkcs8::EncryptedPrivateKeyInfo::from_der(data).is_ok() {
+        return decrypt_pkcs8(data, path, passphrase);
+    }
+    PrivateKeyDer::try_from(data)
+        .map(|k| k.clone_key())
+        .map_err(|why| {
+            id_err(format!(
+                "the client key {} is neither PEM nor a DER private key ({why})",
+                path.display()
+            ))
+            .with_help("give a PEM or DER private key (PKCS#8, PKCS#1 or SEC1)")
+        })
 }
 
 /// Decrypts an `EncryptedPrivateKeyInfo` (PBES2, as `openssl pkcs8 -topk8` writes it).
