@@ -363,3 +363,74 @@ async fn der_certificates_and_keys_are_read_as_libpq_reads_them() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// `sslcertmode` (libpq 16)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sslcertmode_disable_never_sends_the_configured_certificate() {
+    let dir = Dir::new("certmode-disable");
+    let (cert, key) = issue(KeyAlgorithm::EcdsaP256);
+    let c = dir.write("c.crt", &cert, 0o644);
+    let k = dir.write("c.key", &key, 0o600);
+    let base = format!("sslcert={}&sslkey={}", c.display(), k.display());
+    for mode in ["allow", "require"] {
+        let q = format!("{base}&sslcertmode={mode}");
+        assert_eq!(connect_with(&q).await.expect(mode), 1, "{mode}");
+    }
+    // The server requires a certificate, so not sending it fails the connection.
+    let err = connect_with(&format!("{base}&sslcertmode=disable"))
+        .await
+        .expect_err("no certificate sent");
+    assert!(
+        err.to_string()
+            .contains("connection requires a valid client certificate"),
+        "{err:#}"
+    );
+}
+
+#[tokio::test]
+async fn sslcertmode_require_fails_when_the_server_does_not_ask() {
+    // A server without `ssl_ca_file` never sends a CertificateRequest.
+    let plain = PgServer::shared();
+    let url = format!(
+        "{}?sslrootcert={}&sslcertmode=require",
+        plain.url(),
+        plain.ca_file().display()
+    );
+    let err = Options::from_connection_string(ConnectionString::parse(&url).unwrap())
+        .pool_size(1)
+        .connect_attempts(1)
+        .connect()
+        .await
+        .expect_err("not asked");
+    assert!(
+        err.to_string()
+            .contains("server did not request an SSL certificate"),
+        "{err:#}"
+    );
+    assert_eq!(
+        err.diagnosis(),
+        Some(neon_connect::Diagnosis::TlsClientCertificateNotRequested),
+        "{err:#}"
+    );
+    // `allow` (the default) connects to it, with or without a certificate configured.
+    let url = format!("{}?sslrootcert={}", plain.url(), plain.ca_file().display());
+    let pool = Options::from_connection_string(ConnectionString::parse(&url).unwrap())
+        .pool_size(1)
+        .connect()
+        .await
+        .expect("allow");
+    drop(pool);
+    // `require` without a certificate of our own, against the server that asks: the server
+    // asked, so the mode is satisfied, and the server refuses us for lack of one (libpq alike).
+    let err = connect_with("sslcertmode=require")
+        .await
+        .expect_err("asked, none sent");
+    assert!(
+        err.to_string()
+            .contains("connection requires a valid client certificate"),
+        "{err:#}"
+    );
+}

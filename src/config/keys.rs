@@ -7,7 +7,8 @@
 
 use super::values::{
     parse_bool, parse_hosts, parse_int, parse_port, pick, ChannelBinding, Host, LoadBalanceHosts,
-    Origin, Password, RootCert, SslMode, SslNegotiation, TargetSessionAttrs, TlsVersion,
+    Origin, Password, RootCert, SslCertMode, SslMode, SslNegotiation, TargetSessionAttrs,
+    TlsVersion,
 };
 use super::ConnectionString;
 use crate::error::Error;
@@ -287,6 +288,17 @@ pub(crate) static KEYS: &[KeyInfo] = &[
         show: |cs| cs.sslpassword.as_ref().map(|_| "***".to_string()),
     },
     KeyInfo {
+        name: "sslcertmode",
+        env: Some("PGSSLCERTMODE"),
+        default: "allow",
+        doc: "`disable` (never send a client certificate), `allow` (send it when the server asks), `require` (fail with \"server did not request an SSL certificate\" unless the server asked)",
+        set: |cs, v, o| {
+            cs.sslcertmode = Some(pick(v, &SslCertMode::ALL, SslCertMode::as_str, o)?);
+            Ok(())
+        },
+        show: |cs| cs.sslcertmode.map(|m| m.as_str().to_string()),
+    },
+    KeyInfo {
         name: "sslcrl",
         env: Some("PGSSLCRL"),
         default: "`~/.postgresql/root.crl` when it exists and the roots come from a file",
@@ -474,7 +486,6 @@ pub(super) fn info(name: &str) -> Option<&'static KeyInfo> {
 
 /// libpq parameters we refuse, with why.
 pub(super) static UNSUPPORTED: &[(&str, &str)] = &[
-    ("sslcertmode", "a client certificate is sent whenever `sslcert` and `sslkey` are given; remove the parameter"),
     ("service", "service files are not supported; put the settings in the connection string"),
     ("servicefile", "service files are not supported; put the settings in the connection string"),
     ("passfile", "put the password in the connection string or PGPASSWORD"),
@@ -676,6 +687,7 @@ mod tests {
             ("sslcert", "/c.pem"),
             ("sslkey", "/k.pem"),
             ("sslpassword", "***"),
+            ("sslcertmode", "require"),
             ("sslcrl", "/crl.pem"),
             ("sslcrldir", "/crls"),
             ("sslnegotiation", "direct"),

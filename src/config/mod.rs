@@ -21,8 +21,8 @@ mod values;
 use keys::{canonical, ignored, unknown_key};
 use values::Origin;
 pub use values::{
-    ChannelBinding, Host, LoadBalanceHosts, Password, RootCert, Source, SslMode, SslNegotiation,
-    TargetSessionAttrs, TlsVersion,
+    ChannelBinding, Host, LoadBalanceHosts, Password, RootCert, Source, SslCertMode, SslMode,
+    SslNegotiation, TargetSessionAttrs, TlsVersion,
 };
 
 use crate::error::Error;
@@ -51,6 +51,7 @@ pub struct ConnectionString {
     sslcert: Option<PathBuf>,
     sslkey: Option<PathBuf>,
     sslpassword: Option<Password>,
+    sslcertmode: Option<SslCertMode>,
     sslcrl: Option<PathBuf>,
     sslcrldir: Option<PathBuf>,
     sslnegotiation: Option<SslNegotiation>,
@@ -86,6 +87,7 @@ impl ConnectionString {
             sslcert: None,
             sslkey: None,
             sslpassword: None,
+            sslcertmode: None,
             sslcrl: None,
             sslcrldir: None,
             sslnegotiation: None,
@@ -289,6 +291,11 @@ impl ConnectionString {
     pub fn set_sslpassword(&mut self, passphrase: Password) {
         self.sslpassword = Some(passphrase);
         self.mark("sslpassword", Source::Code);
+    }
+
+    /// `sslcertmode` as given (`None`: `allow`).
+    pub fn sslcertmode(&self) -> Option<SslCertMode> {
+        self.sslcertmode
     }
 
     /// `sslcrl` (a PEM file of certificate revocation lists) as given (`None`: libpq's

@@ -438,7 +438,7 @@ fn sample(key: &str) -> &'static str {
         "sslnegotiation" => "direct",
         "sslsni" | "keepalives" => "0",
         "ssl_min_protocol_version" | "ssl_max_protocol_version" => "TLSv1.3",
-        "channel_binding" => "require",
+        "channel_binding" | "sslcertmode" => "require",
         "connect_timeout"
         | "tcp_user_timeout"
         | "keepalives_idle"

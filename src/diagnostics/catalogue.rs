@@ -85,6 +85,10 @@ catalogue![
         "the server \"host:5432\" requires a client certificate",
         "pg_hba.conf asks for `clientcert`, and none was given",
         "set `sslcert` and `sslkey` to your client certificate and key";
+    TlsClientCertificateNotRequested = "tls-client-certificate-not-requested", TlsHandshake, false,
+        "server did not request an SSL certificate: \"host:5432\" finished the TLS handshake without asking for one (sslcertmode=require)",
+        "`sslcertmode=require` insists that the server asks for a client certificate (libpq 16), and it did not",
+        "make the server ask (`clientcert=verify-ca` or `verify-full` in pg_hba.conf, or `cert` authentication), or remove `sslcertmode=require`";
     CertificateUnknownIssuer = "certificate-unknown-issuer", Certificate, false,
         "the certificate of \"host:5432\" was not issued by a trusted authority (checked against the system root store)",
         "no root in the system store signed the server's chain: a private CA, a self-signed certificate, or a server that omits its intermediate",

@@ -4,7 +4,10 @@
 //! its own errors as SQLSTATE `XX000`, so those are told apart by their text.
 
 use crate::error::{Error, Step};
-use crate::tls::{MissingAlpn, RevocationError, Roots, TlsPolicy, UnencryptedDataAfterSslResponse};
+use crate::tls::{
+    CertificateNotRequested, MissingAlpn, RevocationError, Roots, TlsPolicy,
+    UnencryptedDataAfterSslResponse,
+};
 use std::error::Error as StdError;
 use std::io;
 
@@ -82,6 +85,13 @@ fn classify_inner(err: &tokio_postgres::Error, cx: &FailedAttempt<'_>) -> Error 
     if let Some(alpn) = find::<MissingAlpn>(&links) {
         return diagnose(Diagnosis::TlsAlpn, format!("{alpn} with \"{host}\""))
             .with_step(Step::TlsHandshake);
+    }
+    if find::<CertificateNotRequested>(&links).is_some() {
+        return diagnose(
+            Diagnosis::TlsClientCertificateNotRequested,
+            format!("server did not request an SSL certificate: \"{host}\" finished the TLS handshake without asking for one (sslcertmode=require)"),
+        )
+        .with_step(Step::TlsHandshake);
     }
     if let Some(tls) = find::<rustls::Error>(&links) {
         return classify_rustls(tls, cx);

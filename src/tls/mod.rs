@@ -16,11 +16,13 @@ mod verify;
 
 pub(crate) use crl::RevocationError;
 pub(crate) use roots::{root_store, Roots};
-pub(crate) use stream::{MakeTls, MissingAlpn, Probe, UnencryptedDataAfterSslResponse};
+pub(crate) use stream::{
+    CertificateNotRequested, MakeTls, MissingAlpn, Probe, UnencryptedDataAfterSslResponse,
+};
 pub use stream::{TlsInfo, TlsStream};
 
 use crate::config::{
-    ConnectionString, Host, Password, RootCert, SslMode, SslNegotiation, TlsVersion,
+    ConnectionString, Host, Password, RootCert, SslCertMode, SslMode, SslNegotiation, TlsVersion,
 };
 use crate::error::{Error, ErrorKind, Step};
 use crl::{load_crls, CrlSources, NamedRevocation};
@@ -75,6 +77,8 @@ pub(crate) struct TlsPolicy {
     pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
     /// `sslpassword`, for an encrypted client key.
     pub(crate) key_password: Option<Password>,
+    /// `sslcertmode=require`: the server must ask for a client certificate.
+    pub(crate) cert_required: bool,
     /// Certificate revocation lists checked against the whole chain (`None`: none; never
     /// with `Verification::Unverified`).
     pub(crate) crls: Option<CrlSources>,
@@ -211,7 +215,10 @@ impl TlsPolicy {
             }),
         };
 
+        let certmode = cs.sslcertmode().unwrap_or(SslCertMode::Allow);
         let client_cert = match (cs.sslcert(), cs.sslkey()) {
+            // libpq: `disable` never sends a certificate, even one that is configured.
+            _ if certmode == SslCertMode::Disable => None,
             (Some(cert), Some(key)) => Some((cert.to_path_buf(), key.to_path_buf())),
             (Some(_), None) | (None, Some(_)) => {
                 return Err(Error::config(
@@ -227,6 +234,7 @@ impl TlsPolicy {
             roots,
             client_cert,
             key_password: cs.sslpassword().cloned(),
+            cert_required: certmode == SslCertMode::Require,
             crls,
             direct,
             auto_direct: direct && cs.sslnegotiation().is_none(),

@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -188,6 +189,44 @@ impl fmt::Display for UnencryptedDataAfterSslResponse {
 }
 impl std::error::Error for UnencryptedDataAfterSslResponse {}
 
+/// The error raised with `sslcertmode=require` when the handshake ended without the server
+/// asking for a client certificate (libpq's text).
+#[derive(Debug)]
+pub(crate) struct CertificateNotRequested;
+
+impl fmt::Display for CertificateNotRequested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("server did not request an SSL certificate")
+    }
+}
+impl std::error::Error for CertificateNotRequested {}
+
+/// Records whether the server asked for a client certificate: rustls consults the resolver
+/// only when a CertificateRequest arrives (libpq does the same with OpenSSL's cert callback).
+#[derive(Debug)]
+struct RecordsRequest {
+    inner: Arc<dyn rustls::client::ResolvesClientCert>,
+    asked: Arc<AtomicBool>,
+}
+
+impl rustls::client::ResolvesClientCert for RecordsRequest {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        self.inner.resolve(root_hint_subjects, sigschemes)
+    }
+    fn only_raw_public_keys(&self) -> bool {
+        self.inner.only_raw_public_keys()
+    }
+    // True even without a certificate, so that rustls keeps what a request needs.
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// The error raised when direct TLS ends without ALPN `postgresql`.
 #[derive(Debug)]
 pub(crate) struct MissingAlpn(pub(crate) Option<Vec<u8>>);
@@ -268,9 +307,28 @@ where
                 ));
             }
             let sni_sent = self.config.enable_sni && matches!(server_name, ServerName::DnsName(_));
-            let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+            // `sslcertmode=require`: a copy of the shared configuration whose certificate
+            // resolver records, for this connection only, whether the server asked.
+            let asked = Arc::new(AtomicBool::new(false));
+            let config = if self.policy.cert_required {
+                let mut config = (*self.config).clone();
+                config.client_auth_cert_resolver = Arc::new(RecordsRequest {
+                    inner: config.client_auth_cert_resolver.clone(),
+                    asked: asked.clone(),
+                });
+                Arc::new(config)
+            } else {
+                self.config.clone()
+            };
+            let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(server_name, stream)
                 .await?;
+            if self.policy.cert_required && !asked.load(Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    CertificateNotRequested,
+                ));
+            }
             let (_, session) = tls.get_ref();
             if self.policy.direct {
                 match session.alpn_protocol() {
