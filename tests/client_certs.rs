@@ -434,3 +434,109 @@ async fn sslcertmode_require_fails_when_the_server_does_not_ask() {
         "{err:#}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// libpq's default files: ~/.postgresql/{postgresql.crt, postgresql.key, root.crt, root.crl}
+// ---------------------------------------------------------------------------------------------
+
+/// Set in the child process that runs `default_files_child` under a temporary HOME (the
+/// process environment is never changed in a running test process).
+const CHILD_MODE: &str = "NEON_CONNECT_TEST_DEFAULT_FILES";
+
+/// Runs `default_files_child` in a new process of this test binary with `HOME=home`.
+fn run_child(home: &Path, mode: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "default_files_child", "--nocapture"])
+        .env("HOME", home)
+        .env(CHILD_MODE, mode)
+        .output()
+        .expect("run the test binary again")
+}
+
+#[tokio::test]
+async fn default_files_child() {
+    let Ok(mode) = std::env::var(CHILD_MODE) else {
+        return; // only meaningful in the child process
+    };
+    // The fixture's CA is made per process, so the files are written here, in the child.
+    let home = std::env::var("HOME").unwrap();
+    let dir = Path::new(&home).join(".postgresql");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str, mode: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let ca = neon_connect_testing::TestCa::shared();
+    let (cert, key) = issue(KeyAlgorithm::EcdsaP256);
+    write("postgresql.crt", &cert, 0o644);
+    if mode != "nokey" {
+        write("postgresql.key", &key, 0o600);
+    }
+    write("root.crt", &ca.cert_pem(), 0o644);
+    if mode == "crl" {
+        let week = std::time::SystemTime::now() + Duration::from_secs(7 * 24 * 3600);
+        let crl = ca.revocation_list(&[&server().cert_pem()], week).unwrap();
+        write("root.crl", &crl, 0o644);
+    }
+
+    let url = server().url(); // no sslrootcert, sslcert, sslkey or sslcrl: the defaults apply
+    let result = async {
+        let pool = Options::from_connection_string(ConnectionString::parse(&url)?)
+            .pool_size(1)
+            .connect_attempts(1)
+            .connect()
+            .await?;
+        let tls = pool.info().unwrap().tls.clone().unwrap();
+        let client = pool.get().await?;
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        Ok::<_, neon_connect::Error>((one, tls.roots))
+    }
+    .await;
+    match mode.as_str() {
+        "certs" => {
+            let (one, roots) = result.expect("default client certificate and root file");
+            assert_eq!(one, 1);
+            assert!(
+                roots.contains(&format!("{home}/.postgresql/root.crt")),
+                "{roots}"
+            );
+        }
+        "crl" => {
+            let err = result.expect_err("revoked by ~/.postgresql/root.crl");
+            assert_eq!(
+                err.diagnosis(),
+                Some(neon_connect::Diagnosis::CertificateRevoked),
+                "{err:#}"
+            );
+            assert!(err.to_string().contains("root.crl"), "{err}");
+        }
+        "nokey" => {
+            let err = result.expect_err("certificate without key");
+            assert!(
+                err.to_string()
+                    .contains("certificate present, but not private key file"),
+                "{err:#}"
+            );
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+#[tokio::test]
+async fn default_client_files_root_file_and_revocation_list_are_used_as_in_libpq() {
+    for mode in ["certs", "crl", "nokey"] {
+        let home = Dir::new(&format!("home-{mode}"));
+        let out = run_child(&home.0, mode);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{mode}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("1 passed"),
+            "{mode}: the child did not run: {text}"
+        );
+    }
+}

@@ -257,7 +257,7 @@ pub(crate) static KEYS: &[KeyInfo] = &[
     KeyInfo {
         name: "sslcert",
         env: Some("PGSSLCERT"),
-        default: "(none)",
+        default: "`~/.postgresql/postgresql.crt` when it exists",
         doc: "client certificate (PEM or DER)",
         set: |cs, v, _| {
             cs.sslcert = non_empty(v).map(PathBuf::from);
@@ -268,7 +268,7 @@ pub(crate) static KEYS: &[KeyInfo] = &[
     KeyInfo {
         name: "sslkey",
         env: Some("PGSSLKEY"),
-        default: "(none)",
+        default: "`~/.postgresql/postgresql.key` (for a certificate)",
         doc: "client private key (PEM or DER: PKCS#8, encrypted PKCS#8, PKCS#1, SEC1; must not be readable by group or others)",
         set: |cs, v, _| {
             cs.sslkey = non_empty(v).map(PathBuf::from);

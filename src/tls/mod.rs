@@ -27,7 +27,7 @@ use crate::config::{
 use crate::error::{Error, ErrorKind, Step};
 use crl::{load_crls, CrlSources, NamedRevocation};
 use identity::load_client_identity;
-use roots::{default_crl_file, default_root_file, digest_certs};
+use roots::{default_crl_file, default_file, default_root_file, digest_certs};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -216,11 +216,34 @@ impl TlsPolicy {
         };
 
         let certmode = cs.sslcertmode().unwrap_or(SslCertMode::Allow);
-        let client_cert = match (cs.sslcert(), cs.sslkey()) {
+        // libpq: `sslcert` defaults to `~/.postgresql/postgresql.crt` when that file exists,
+        // and the key of a certificate to `~/.postgresql/postgresql.key`.
+        let cert = match cs.sslcert() {
+            Some(cert) => Some(cert.to_path_buf()),
+            None => default_file("postgresql.crt").filter(|p| p.is_file()),
+        };
+        let client_cert = match (cert, cs.sslkey()) {
             // libpq: `disable` never sends a certificate, even one that is configured.
             _ if certmode == SslCertMode::Disable => None,
-            (Some(cert), Some(key)) => Some((cert.to_path_buf(), key.to_path_buf())),
-            (Some(_), None) | (None, Some(_)) => {
+            (Some(cert), Some(key)) => Some((cert, key.to_path_buf())),
+            (Some(cert), None) => match default_file("postgresql.key").filter(|p| p.exists()) {
+                Some(key) => Some((cert, key)),
+                None => {
+                    let key = default_file("postgresql.key")
+                        .map(|p| format!(" \"{}\"", p.display()))
+                        .unwrap_or_default();
+                    return Err(Error::new(
+                        ErrorKind::ClientCertificate,
+                        format!("certificate present, but not private key file{key}"),
+                    )
+                    .with_step(Step::Config)
+                    .with_help(format!(
+                        "set `sslkey` to the private key of the client certificate {}",
+                        cert.display()
+                    )));
+                }
+            },
+            (None, Some(_)) => {
                 return Err(Error::config(
                     "`sslcert` and `sslkey` must be given together".to_string(),
                 )
