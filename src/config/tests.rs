@@ -929,6 +929,77 @@ fn unsupported_libpq_keys_say_so() {
 }
 
 #[test]
+fn libpq_refuses_an_empty_ipv6_host_and_a_percent_encoded_nul() {
+    errors(
+        &[],
+        &[
+            (
+                "postgres://[]",
+                "IPv6 host address may not be empty",
+                "[::1]:5432",
+            ),
+            (
+                "postgresql://[]:5432/db",
+                "IPv6 host address may not be empty",
+                "[::1]",
+            ),
+            (
+                "postgresql://a,[]/db",
+                "IPv6 host address may not be empty",
+                "[::1]",
+            ),
+            (
+                "postgresql://u%00@h/db",
+                "forbidden value %00 in the user name",
+                "NUL",
+            ),
+            (
+                "postgresql://u:pw%00x@h/db",
+                "forbidden value %00 in the password",
+                "NUL",
+            ),
+            (
+                "postgresql://h%00/db",
+                "forbidden value %00 in the host",
+                "NUL",
+            ),
+            (
+                "postgresql://[::1%00]/db",
+                "forbidden value %00 in the host",
+                "NUL",
+            ),
+            (
+                "postgresql://h/d%00b",
+                "forbidden value %00 in the database name",
+                "NUL",
+            ),
+            (
+                "postgresql://h/db?application_name=a%00",
+                "forbidden value %00 in the value of `application_name`",
+                "NUL",
+            ),
+            (
+                "postgresql://h/db?app%00=a",
+                "forbidden value %00 in the parameter name",
+                "NUL",
+            ),
+            (
+                "postgresql://h/db?password=a%00b",
+                "forbidden value %00 in the password",
+                "NUL",
+            ),
+        ],
+    );
+    // The password is never quoted.
+    let e = err("postgresql://u:npg_S3cr3t%00@h/db");
+    assert!(!e.contains("npg_S3cr3t"), "{e}");
+    // Other encoded control characters are accepted, as in libpq: only NUL is refused.
+    check("postgresql://h/db?application_name=a%01b", |cs| {
+        assert_eq!(cs.application_name(), Some("a\u{1}b"));
+    });
+}
+
+#[test]
 fn revocation_lists_from_the_string_and_the_environment() {
     check("host=h sslcrl=/etc/crl.pem sslcrldir=/etc/crls", |cs| {
         assert_eq!(cs.sslcrl(), Some(std::path::Path::new("/etc/crl.pem")));
