@@ -685,3 +685,64 @@ mod revocation {
         assert_eq!(select_one(&pool).await, 1);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Where we differ from libpq on purpose (the README's TLS policy table)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_common_name_is_never_used_as_the_host_name() {
+    // libpq accepts this certificate for `localhost` (testing/tests/fixture.rs shows it).
+    let s = server(CertKind::CommonNameOnly);
+    let ca = s.ca_file().display().to_string();
+    let err = connect(&url(s, &format!("sslmode=verify-full&sslrootcert={ca}")))
+        .await
+        .expect_err("no subjectAltName");
+    assert_eq!(
+        err.diagnosis(),
+        Some(Diagnosis::CertificateWrongName),
+        "{err:#}"
+    );
+    // The chain itself is fine.
+    let pool = connect(&url(s, &format!("sslmode=verify-ca&sslrootcert={ca}")))
+        .await
+        .expect("verify-ca");
+    assert_eq!(select_one(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn an_intermediate_ca_alone_is_accepted_as_a_trust_anchor() {
+    // The Ed25519 server presents its leaf and the intermediate that signed it; trusting only
+    // the intermediate is enough for rustls (OpenSSL under libpq wants a self-signed root
+    // unless X509_V_FLAG_PARTIAL_CHAIN is set, which libpq does not set).
+    let s = server(CertKind::Ed25519);
+    let chain = s.cert_pem();
+    let at = chain.rfind("-----BEGIN CERTIFICATE-----").unwrap();
+    assert!(at > 0, "the server presents a chain");
+    let dir = tempfile::tempdir().unwrap();
+    let intermediate = dir.path().join("intermediate.pem");
+    std::fs::write(&intermediate, &chain[at..]).unwrap();
+    let pool = connect(&url(
+        s,
+        &format!("sslmode=verify-full&sslrootcert={}", intermediate.display()),
+    ))
+    .await
+    .expect("intermediate as the only root");
+    assert_eq!(select_one(&pool).await, 1);
+}
+
+#[tokio::test]
+async fn a_named_root_file_that_does_not_exist_is_an_error_even_with_require() {
+    // libpq then continues without verifying anything; a typo must not turn verification off.
+    let s = setup();
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let err = connect(&url(
+            s,
+            &format!("sslmode={mode}&sslrootcert=/nonexistent/root.pem"),
+        ))
+        .await
+        .expect_err(mode);
+        assert_eq!(err.kind(), ErrorKind::RootCertificates, "{mode}: {err:#}");
+        assert!(err.to_string().contains("/nonexistent/root.pem"), "{err}");
+    }
+}

@@ -420,6 +420,10 @@ pub enum CertKind {
     /// Right names and signed by the shared CA (so the chain reaches a trusted root), but the
     /// certificate itself is a CA (`CA:TRUE`, keyCertSign): a CA used as an end entity.
     CaAsLeaf,
+    /// Signed by the shared CA, with the common name `localhost` and no subject alternative
+    /// name at all: libpq (OpenSSL) falls back to the common name and accepts it for
+    /// `localhost`; RFC 6125 clients such as rustls never read host names from it.
+    CommonNameOnly,
     /// Right names and an Ed25519 key, and *signed with* Ed25519: by an Ed25519 intermediate CA
     /// that the shared CA signed. The server presents the leaf followed by the intermediate, so
     /// the chain verifies. The certificate's signature algorithm has no hash, so
@@ -431,7 +435,7 @@ pub enum CertKind {
 
 impl CertKind {
     /// Every kind, for table-driven tests.
-    pub const ALL: [CertKind; 8] = [
+    pub const ALL: [CertKind; 9] = [
         CertKind::Valid,
         CertKind::WrongHost,
         CertKind::UntrustedCa,
@@ -439,6 +443,7 @@ impl CertKind {
         CertKind::NotYetValid,
         CertKind::SelfSigned,
         CertKind::CaAsLeaf,
+        CertKind::CommonNameOnly,
         CertKind::Ed25519,
     ];
 
@@ -476,6 +481,11 @@ impl CertKind {
             CertKind::SelfSigned => spec.self_signed(),
             CertKind::CaAsLeaf => {
                 spec.is_ca = true;
+                shared.issue(&spec)
+            }
+            CertKind::CommonNameOnly => {
+                spec.dns_names = Vec::new();
+                spec.ip_addresses = Vec::new();
                 shared.issue(&spec)
             }
             CertKind::Ed25519 => {
