@@ -89,6 +89,10 @@ catalogue![
         "server did not request an SSL certificate: \"host:5432\" finished the TLS handshake without asking for one (sslcertmode=require)",
         "`sslcertmode=require` insists that the server asks for a client certificate (libpq 16), and it did not",
         "make the server ask (`clientcert=verify-ca` or `verify-full` in pg_hba.conf, or `cert` authentication), or remove `sslcertmode=require`";
+    ServerMessageTooLarge = "server-message-too-large", Server, false,
+        "refused \"host:5432\": the server sent an ErrorResponse of 104857620 bytes during authentication, past the 4 MiB the connect phase may read",
+        "before the connection is ready a server sends a few kilobytes; a peer that sends or announces megabytes is broken or hostile, and is cut off before it is buffered",
+        "check that host and port point at a PostgreSQL server (or Neon's proxy) and not something else; if a proxy sits in between, check it";
     CertificateUnknownIssuer = "certificate-unknown-issuer", Certificate, false,
         "the certificate of \"host:5432\" was not issued by a trusted authority (checked against the system root store)",
         "no root in the system store signed the server's chain: a private CA, a self-signed certificate, or a server that omits its intermediate",

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Step};
 use crate::tls::{
-    CertificateNotRequested, MissingAlpn, RevocationError, Roots, TlsPolicy,
+    CertificateNotRequested, ConnectPhaseLimit, MissingAlpn, RevocationError, Roots, TlsPolicy,
     UnencryptedDataAfterSslResponse,
 };
 use std::error::Error as StdError;
@@ -85,6 +85,17 @@ fn classify_inner(err: &tokio_postgres::Error, cx: &FailedAttempt<'_>) -> Error 
     if let Some(alpn) = find::<MissingAlpn>(&links) {
         return diagnose(Diagnosis::TlsAlpn, format!("{alpn} with \"{host}\""))
             .with_step(Step::TlsHandshake);
+    }
+    if let Some(limit) = find::<ConnectPhaseLimit>(&links) {
+        return diagnose(
+            Diagnosis::ServerMessageTooLarge,
+            format!("refused \"{host}\": {limit}"),
+        )
+        .with_step(if limit.during_authentication {
+            Step::Authentication
+        } else {
+            Step::Startup
+        });
     }
     if find::<CertificateNotRequested>(&links).is_some() {
         return diagnose(

@@ -17,7 +17,8 @@ mod verify;
 pub(crate) use crl::RevocationError;
 pub(crate) use roots::{root_store, Roots};
 pub(crate) use stream::{
-    CertificateNotRequested, MakeTls, MissingAlpn, Probe, UnencryptedDataAfterSslResponse,
+    CertificateNotRequested, ConnectPhaseLimit, MakeTls, MissingAlpn, Probe,
+    UnencryptedDataAfterSslResponse,
 };
 pub use stream::{TlsInfo, TlsStream};
 

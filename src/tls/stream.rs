@@ -69,10 +69,55 @@ impl Probe {
     }
 }
 
-/// Watches the first protocol messages on a new connection, only until authentication ends,
-/// to learn the method used: the server's `AuthenticationRequest` codes, and for SASL the
-/// mechanism name at the start of the client's `SASLInitialResponse`. Nothing else of the
-/// traffic is looked at or kept (no password, no SCRAM data).
+/// What the connect phase may read from the server, in all (announced lengths included):
+/// legitimate servers send a few kilobytes before ReadyForQuery. Without a limit,
+/// tokio-postgres buffers whatever a hostile peer announces (a 100 MB ErrorResponse took the
+/// process to 211 MB; a 2 GB announcement to 1.06 GB).
+pub(crate) const CONNECT_PHASE_LIMIT: usize = 4 << 20;
+
+/// The error raised when the server sends (or announces) more than [`CONNECT_PHASE_LIMIT`]
+/// before the connection is ready.
+#[derive(Debug)]
+pub(crate) struct ConnectPhaseLimit {
+    /// The message type byte (`E` for ErrorResponse, ...).
+    pub(crate) message: u8,
+    /// The message's size as announced by its header.
+    pub(crate) announced: usize,
+    /// Authentication (true) or startup after it (false).
+    pub(crate) during_authentication: bool,
+}
+
+impl fmt::Display for ConnectPhaseLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.message {
+            b'E' => "an ErrorResponse".to_string(),
+            b'N' => "a NoticeResponse".to_string(),
+            b'R' => "an authentication request".to_string(),
+            b'S' => "a ParameterStatus".to_string(),
+            other if other.is_ascii_graphic() => format!("a message of type '{}'", other as char),
+            other => format!("a message of type 0x{other:02x}"),
+        };
+        write!(
+            f,
+            "the server sent {what} of {} bytes during {}, past the {} MiB the connect phase may read",
+            self.announced,
+            if self.during_authentication {
+                "authentication"
+            } else {
+                "startup"
+            },
+            CONNECT_PHASE_LIMIT >> 20
+        )
+    }
+}
+impl std::error::Error for ConnectPhaseLimit {}
+
+/// Watches the protocol messages of a new connection until ReadyForQuery: to learn the
+/// authentication method used (the server's `AuthenticationRequest` codes, and for SASL the
+/// mechanism name at the start of the client's `SASLInitialResponse`), and to keep what the
+/// connect phase reads under [`CONNECT_PHASE_LIMIT`] (message headers are checked before the
+/// driver sees them). Nothing else of the traffic is looked at or kept (no password, no
+/// SCRAM data).
 struct AuthSniffer {
     probe: Arc<Probe>,
     /// The header of the server message being read: type, length and (for `R`) the code.
@@ -80,10 +125,14 @@ struct AuthSniffer {
     have: usize,
     /// Body bytes of the current server message still to skip.
     skip: usize,
+    /// Bytes of the server messages before the current one.
+    consumed: usize,
     /// The method asked for so far.
     method: Option<&'static str>,
     /// The server asked for SASL: the client's next message names the mechanism.
     sasl_pending: bool,
+    /// AuthenticationOk was seen.
+    authenticated: bool,
 }
 
 impl AuthSniffer {
@@ -93,13 +142,16 @@ impl AuthSniffer {
             header: [0; 9],
             have: 0,
             skip: 0,
+            consumed: 0,
             method: None,
             sasl_pending: false,
+            authenticated: false,
         })
     }
 
-    /// Feeds bytes read from the server; returns true when authentication is over.
-    fn read(&mut self, mut data: &[u8]) -> bool {
+    /// Feeds bytes read from the server; `Ok(true)` when the connect phase is over
+    /// (ReadyForQuery), an error when the server goes past the limit.
+    fn read(&mut self, mut data: &[u8]) -> Result<bool, ConnectPhaseLimit> {
         while !data.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(data.len());
@@ -107,7 +159,7 @@ impl AuthSniffer {
                 data = &data[n..];
                 continue;
             }
-            let need = if self.have > 0 && self.header[0] == b'R' {
+            let need = if self.have >= 5 && self.header[0] == b'R' {
                 9
             } else {
                 5
@@ -119,19 +171,30 @@ impl AuthSniffer {
             if self.have < need {
                 continue;
             }
-            if need == 5 && self.header[0] == b'R' {
-                continue; // read the code too
-            }
             let len = u32::from_be_bytes([
                 self.header[1],
                 self.header[2],
                 self.header[3],
                 self.header[4],
             ]) as usize;
+            if need == 5 {
+                // First sight of this header: refuse before the driver reserves room for it.
+                if self.consumed.saturating_add(1 + len) > CONNECT_PHASE_LIMIT {
+                    return Err(ConnectPhaseLimit {
+                        message: self.header[0],
+                        announced: 1 + len,
+                        during_authentication: !self.authenticated,
+                    });
+                }
+                if self.header[0] == b'R' && len >= 8 {
+                    continue; // read the code too
+                }
+            }
+            self.consumed += 1 + len;
             self.have = 0;
             self.skip = len.saturating_sub(need - 1);
             match self.header[0] {
-                b'R' => {
+                b'R' if need == 9 => {
                     let code = u32::from_be_bytes([
                         self.header[5],
                         self.header[6],
@@ -142,7 +205,7 @@ impl AuthSniffer {
                         0 => {
                             let method = self.method.unwrap_or("trust (no password asked)");
                             lock(&self.probe.state).authentication = Some(method);
-                            return true;
+                            self.authenticated = true;
                         }
                         3 => self.method = Some("password (cleartext, inside TLS)"),
                         5 => self.method = Some("MD5"),
@@ -153,12 +216,11 @@ impl AuthSniffer {
                         _ => {}
                     }
                 }
-                // An error ends authentication; the error itself is reported elsewhere.
-                b'E' => return true,
+                b'Z' => return Ok(true),
                 _ => {}
             }
         }
-        false
+        Ok(false)
     }
 
     /// Looks at bytes the client writes: only the mechanism name of `SASLInitialResponse`.
@@ -431,7 +493,8 @@ fn binding_digest(leaf: &CertificateDer<'_>) -> Option<(&'static str, Digest)> {
 pub struct TlsStream<S> {
     inner: tokio_rustls::client::TlsStream<S>,
     binding: Option<Digest>,
-    /// Until authentication ends: learns the method used (see [`AuthSniffer`]).
+    /// Until ReadyForQuery: learns the authentication method and bounds what the connect
+    /// phase reads (see [`AuthSniffer`]).
     sniff: Option<Box<AuthSniffer>>,
 }
 
@@ -467,9 +530,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Some(sniff) = &mut self.sniff {
-            if sniff.read(&buf.filled()[before..]) {
-                self.sniff = None;
+        if let (Poll::Ready(Ok(())), Some(sniff)) = (&poll, &mut self.sniff) {
+            match sniff.read(&buf.filled()[before..]) {
+                Ok(false) => {}
+                Ok(true) => self.sniff = None,
+                Err(limit) => {
+                    // The driver never sees these bytes (nor the header that would make it
+                    // reserve room for the message).
+                    buf.set_filled(before);
+                    self.sniff = None;
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, limit)));
+                }
             }
         }
         poll
