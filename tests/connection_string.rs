@@ -101,7 +101,7 @@ fn connection_string_errors_name_the_part_and_the_fix() {
         ("postgresql://h/db?database=x", "the parameter is named `dbname`"),
         ("host=h sslmode=verify", "invalid value \"verify\" for `sslmode`; help: accepted values: `disable`, `allow`, `prefer`, `require`, `verify-ca`, `verify-full`"),
         ("host=h channel_binding=yes", "accepted values: `disable`, `prefer`, `require`"),
-        ("host=h sslpassword=npg_S3cr3t", "connection parameter `sslpassword` is not supported"),
+        ("host=h service=npg_S3cr3t", "connection parameter `service` is not supported"),
         ("host=h ssl_min_protocol_version=TLSv1.3 ssl_max_protocol_version=TLSv1.2", "invalid SSL protocol version range"),
         ("host=h ssl_max_protocol_version=TLSv1.1", "TLS below 1.2 is not supported"),
         ("host=h connect_timeout=soon", "invalid value \"soon\" for `connect_timeout`"),

@@ -457,3 +457,278 @@ async fn neon_hosts_try_direct_tls_and_fall_back_once_per_host() {
     assert!(!err.is_retryable());
     assert_eq!(bad_packets(), 2, "tried once: {}", log());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Certificate revocation lists (`sslcrl`, `sslcrldir`)
+// ---------------------------------------------------------------------------------------------
+
+mod revocation {
+    use super::*;
+    use neon_connect_testing::{LeafSpec, TestCa};
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    fn in_a_week() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(7 * 24 * 3600)
+    }
+
+    /// A list from the shared CA that revokes `revoked` (certificate PEMs).
+    fn list(revoked: &[&str], next_update: SystemTime) -> String {
+        TestCa::shared()
+            .revocation_list(revoked, next_update)
+            .expect("CRL")
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn with_ca(s: &PgServer, mode: &str, extra: &str) -> String {
+        url(
+            s,
+            &format!(
+                "sslmode={mode}&sslrootcert={}&{extra}",
+                s.ca_file().display()
+            ),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_revoked_server_certificate_is_refused_naming_certificate_list_and_date() {
+        let s = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let crl = write(&dir, "revoked.pem", &list(&[&s.cert_pem()], in_a_week()));
+        for mode in ["verify-full", "verify-ca", "require"] {
+            let err = connect(&with_ca(s, mode, &format!("sslcrl={}", crl.display())))
+                .await
+                .expect_err(mode);
+            assert_eq!(
+                err.diagnosis(),
+                Some(Diagnosis::CertificateRevoked),
+                "{mode}: {err:#}"
+            );
+            assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+            let text = err.to_string();
+            assert!(text.contains("CN=localhost"), "{text}");
+            assert!(text.contains("revoked on 2024-01-02"), "{text}");
+            assert!(text.contains(&crl.display().to_string()), "{text}");
+            assert!(!err.is_retryable());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoked_server_certificate_is_refused_from_a_crl_directory() {
+        let s = setup();
+        let dir = tempfile::tempdir().unwrap();
+        // Another file without a list (as in a directory prepared with `openssl rehash`) is skipped.
+        write(&dir, "ca.pem", &TestCa::shared().cert_pem());
+        write(&dir, "a.r0", &list(&[&s.cert_pem()], in_a_week()));
+        let url = with_ca(
+            s,
+            "verify-full",
+            &format!("sslcrldir={}", dir.path().display()),
+        );
+        let err = connect(&url).await.expect_err("revoked");
+        assert_eq!(
+            err.diagnosis(),
+            Some(Diagnosis::CertificateRevoked),
+            "{err:#}"
+        );
+        assert!(err.to_string().contains("a.r0"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_list_that_does_not_revoke_the_server_lets_it_in() {
+        let s = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let (other, _) = TestCa::shared().issue(&LeafSpec::server()).unwrap();
+        let crl = write(&dir, "other.pem", &list(&[&other], in_a_week()));
+        let empty = write(&dir, "empty.pem", &list(&[], in_a_week()));
+        for query in [
+            format!("sslcrl={}", crl.display()),
+            format!("sslcrl={}", empty.display()),
+            format!("sslcrldir={}", dir.path().display()),
+        ] {
+            let pool = connect(&with_ca(s, "verify-full", &query))
+                .await
+                .expect(&query);
+            assert_eq!(support::select_one(&pool).await, Ok(1));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_list_file_or_directory_is_ignored_as_in_libpq() {
+        let s = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        for query in [
+            format!("sslcrl={}", missing.display()),
+            format!("sslcrldir={}", dir.path().join("nodir").display()),
+        ] {
+            let pool = connect(&with_ca(s, "verify-full", &query))
+                .await
+                .expect(&query);
+            assert_eq!(support::select_one(&pool).await, Ok(1));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unparsable_list_is_a_clear_error() {
+        let s = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = write(
+            &dir,
+            "bad.pem",
+            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        );
+        let err = connect(&with_ca(
+            s,
+            "verify-full",
+            &format!("sslcrl={}", garbage.display()),
+        ))
+        .await
+        .expect_err("bad CRL");
+        let text = err.to_string();
+        assert!(text.contains("is not valid"), "{text}");
+        assert!(text.contains("bad.pem"), "{text}");
+        // A file with no list at all is refused too (libpq would silently check nothing).
+        let cert = write(&dir, "cert.pem", &TestCa::shared().cert_pem());
+        let err = connect(&with_ca(
+            s,
+            "verify-full",
+            &format!("sslcrl={}", cert.display()),
+        ))
+        .await
+        .expect_err("no CRL");
+        assert!(
+            err.to_string().contains("holds no revocation list"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_list_is_refused_as_openssl_refuses_it() {
+        let s = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let past = SystemTime::now() - Duration::from_secs(60);
+        // Issued an hour ago, expired a minute ago; it revokes another certificate.
+        let (other, _) = TestCa::shared().issue(&LeafSpec::server()).unwrap();
+        let crl = write(&dir, "old.pem", &list(&[&other], past));
+        let err = connect(&with_ca(
+            s,
+            "verify-full",
+            &format!("sslcrl={}", crl.display()),
+        ))
+        .await
+        .expect_err("expired CRL");
+        assert_eq!(
+            err.diagnosis(),
+            Some(Diagnosis::CertificateRevocationUnchecked),
+            "{err:#}"
+        );
+        assert!(err.to_string().contains("expired at"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_chain_without_a_list_from_its_issuer_is_refused_as_in_libpq() {
+        let s = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let stranger = TestCa::new("some other CA").unwrap();
+        let crl = write(
+            &dir,
+            "stranger.pem",
+            &stranger.revocation_list(&[], in_a_week()).unwrap(),
+        );
+        let err = connect(&with_ca(
+            s,
+            "verify-full",
+            &format!("sslcrl={}", crl.display()),
+        ))
+        .await
+        .expect_err("unknown status");
+        assert_eq!(
+            err.diagnosis(),
+            Some(Diagnosis::CertificateRevocationUnchecked),
+            "{err:#}"
+        );
+        assert!(err.to_string().contains("is unknown"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn require_without_a_root_file_checks_no_list() {
+        // Nothing is verified, so there is nothing to check a list against (libpq alike).
+        let s = setup();
+        let dir = tempfile::tempdir().unwrap();
+        let crl = write(&dir, "revoked.pem", &list(&[&s.cert_pem()], in_a_week()));
+        let pool = connect(&url(
+            s,
+            &format!("sslmode=require&sslcrl={}", crl.display()),
+        ))
+        .await
+        .expect("require");
+        assert_eq!(support::select_one(&pool).await, Ok(1));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where we differ from libpq on purpose (the README's TLS policy table)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_common_name_is_never_used_as_the_host_name() {
+    // libpq accepts this certificate for `localhost` (testing/tests/fixture.rs shows it).
+    let s = server(CertKind::CommonNameOnly);
+    let ca = s.ca_file().display().to_string();
+    let err = connect(&url(s, &format!("sslmode=verify-full&sslrootcert={ca}")))
+        .await
+        .expect_err("no subjectAltName");
+    assert_eq!(
+        err.diagnosis(),
+        Some(Diagnosis::CertificateWrongName),
+        "{err:#}"
+    );
+    // The chain itself is fine.
+    let pool = connect(&url(s, &format!("sslmode=verify-ca&sslrootcert={ca}")))
+        .await
+        .expect("verify-ca");
+    assert_eq!(support::select_one(&pool).await, Ok(1));
+}
+
+#[tokio::test]
+async fn an_intermediate_ca_alone_is_accepted_as_a_trust_anchor() {
+    // The Ed25519 server presents its leaf and the intermediate that signed it; trusting only
+    // the intermediate is enough for rustls (OpenSSL under libpq wants a self-signed root
+    // unless X509_V_FLAG_PARTIAL_CHAIN is set, which libpq does not set).
+    let s = server(CertKind::Ed25519);
+    let chain = s.cert_pem();
+    let at = chain.rfind("-----BEGIN CERTIFICATE-----").unwrap();
+    assert!(at > 0, "the server presents a chain");
+    let dir = tempfile::tempdir().unwrap();
+    let intermediate = dir.path().join("intermediate.pem");
+    std::fs::write(&intermediate, &chain[at..]).unwrap();
+    let pool = connect(&url(
+        s,
+        &format!("sslmode=verify-full&sslrootcert={}", intermediate.display()),
+    ))
+    .await
+    .expect("intermediate as the only root");
+    assert_eq!(support::select_one(&pool).await, Ok(1));
+}
+
+#[tokio::test]
+async fn a_named_root_file_that_does_not_exist_is_an_error_even_with_require() {
+    // libpq then continues without verifying anything; a typo must not turn verification off.
+    let s = setup();
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let err = connect(&url(
+            s,
+            &format!("sslmode={mode}&sslrootcert=/nonexistent/root.pem"),
+        ))
+        .await
+        .expect_err(mode);
+        assert_eq!(err.kind(), ErrorKind::RootCertificates, "{mode}: {err:#}");
+        assert!(err.to_string().contains("/nonexistent/root.pem"), "{err}");
+    }
+}

@@ -7,7 +7,8 @@
 
 use super::values::{
     parse_bool, parse_hosts, parse_int, parse_port, pick, ChannelBinding, Host, LoadBalanceHosts,
-    Origin, Password, RootCert, SslMode, SslNegotiation, TargetSessionAttrs, TlsVersion,
+    Origin, Password, RootCert, SslCertMode, SslMode, SslNegotiation, TargetSessionAttrs,
+    TlsVersion,
 };
 use super::ConnectionString;
 use crate::error::Error;
@@ -18,7 +19,7 @@ use std::time::Duration;
 /// Reads a raw (decoded) value into the connection string.
 type Set = fn(&mut ConnectionString, &str, Origin<'_>) -> Result<(), Error>;
 /// The value in libpq's spelling, as the redacted form and `Debug` show it (`None`: not set).
-/// Never called for the password, which is always shown as `***`.
+/// The password and `sslpassword` show as `***`.
 type Show = fn(&ConnectionString) -> Option<String>;
 
 /// One accepted connection parameter: the single table behind parsing, the environment, the
@@ -256,8 +257,8 @@ pub(crate) static KEYS: &[KeyInfo] = &[
     KeyInfo {
         name: "sslcert",
         env: Some("PGSSLCERT"),
-        default: "(none)",
-        doc: "client certificate (PEM)",
+        default: "`~/.postgresql/postgresql.crt` when it exists",
+        doc: "client certificate (PEM or DER)",
         set: |cs, v, _| {
             cs.sslcert = non_empty(v).map(PathBuf::from);
             Ok(())
@@ -267,13 +268,57 @@ pub(crate) static KEYS: &[KeyInfo] = &[
     KeyInfo {
         name: "sslkey",
         env: Some("PGSSLKEY"),
-        default: "(none)",
-        doc: "client private key (PEM; must not be readable by group or others)",
+        default: "`~/.postgresql/postgresql.key` (for a certificate)",
+        doc: "client private key (PEM or DER: PKCS#8, encrypted PKCS#8, PKCS#1, SEC1; must not be readable by group or others)",
         set: |cs, v, _| {
             cs.sslkey = non_empty(v).map(PathBuf::from);
             Ok(())
         },
         show: |cs| cs.sslkey.as_deref().map(path),
+    },
+    KeyInfo {
+        name: "sslpassword",
+        env: None,
+        default: "(none)",
+        doc: "passphrase of an encrypted `sslkey` (PKCS#8 `BEGIN ENCRYPTED PRIVATE KEY`); never printed; no environment variable, as in libpq",
+        set: |cs, v, _| {
+            cs.sslpassword = non_empty(v).map(Password);
+            Ok(())
+        },
+        show: |cs| cs.sslpassword.as_ref().map(|_| "***".to_string()),
+    },
+    KeyInfo {
+        name: "sslcertmode",
+        env: Some("PGSSLCERTMODE"),
+        default: "allow",
+        doc: "`disable` (never send a client certificate), `allow` (send it when the server asks), `require` (fail with \"server did not request an SSL certificate\" unless the server asked)",
+        set: |cs, v, o| {
+            cs.sslcertmode = Some(pick(v, &SslCertMode::ALL, SslCertMode::as_str, o)?);
+            Ok(())
+        },
+        show: |cs| cs.sslcertmode.map(|m| m.as_str().to_string()),
+    },
+    KeyInfo {
+        name: "sslcrl",
+        env: Some("PGSSLCRL"),
+        default: "`~/.postgresql/root.crl` when it exists and the roots come from a file",
+        doc: "PEM file of certificate revocation lists checked against the server's whole chain (`verify-ca`, `verify-full`, `require` with a root file); a missing file is ignored as in libpq, an unreadable one is an error",
+        set: |cs, v, _| {
+            cs.sslcrl = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
+        show: |cs| cs.sslcrl.as_deref().map(path),
+    },
+    KeyInfo {
+        name: "sslcrldir",
+        env: Some("PGSSLCRLDIR"),
+        default: "(none)",
+        doc: "directory of PEM certificate revocation lists (every file in it; `openssl rehash` is not needed), checked as `sslcrl`",
+        set: |cs, v, _| {
+            cs.sslcrldir = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
+        show: |cs| cs.sslcrldir.as_deref().map(path),
     },
     KeyInfo {
         name: "sslnegotiation",
@@ -441,10 +486,6 @@ pub(super) fn info(name: &str) -> Option<&'static KeyInfo> {
 
 /// libpq parameters we refuse, with why.
 pub(super) static UNSUPPORTED: &[(&str, &str)] = &[
-    ("sslpassword", "encrypted private keys are not supported; decrypt the key file (`openssl pkey -in key.pem -out key.pem`) and protect it with `chmod 600`"),
-    ("sslcrl", "certificate revocation lists are not supported; remove the parameter"),
-    ("sslcrldir", "certificate revocation lists are not supported; remove the parameter"),
-    ("sslcertmode", "a client certificate is sent whenever `sslcert` and `sslkey` are given; remove the parameter"),
     ("service", "service files are not supported; put the settings in the connection string"),
     ("servicefile", "service files are not supported; put the settings in the connection string"),
     ("passfile", "put the password in the connection string or PGPASSWORD"),
@@ -645,6 +686,10 @@ mod tests {
             ("sslrootcert", "/ca.pem"),
             ("sslcert", "/c.pem"),
             ("sslkey", "/k.pem"),
+            ("sslpassword", "***"),
+            ("sslcertmode", "require"),
+            ("sslcrl", "/crl.pem"),
+            ("sslcrldir", "/crls"),
             ("sslnegotiation", "direct"),
             ("sslsni", "0"),
             ("ssl_min_protocol_version", "TLSv1.3"),

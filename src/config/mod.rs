@@ -21,8 +21,8 @@ mod values;
 use keys::{canonical, ignored, unknown_key};
 use values::Origin;
 pub use values::{
-    ChannelBinding, Host, LoadBalanceHosts, Password, RootCert, Source, SslMode, SslNegotiation,
-    TargetSessionAttrs, TlsVersion,
+    ChannelBinding, Host, LoadBalanceHosts, Password, RootCert, Source, SslCertMode, SslMode,
+    SslNegotiation, TargetSessionAttrs, TlsVersion,
 };
 
 use crate::error::Error;
@@ -50,6 +50,10 @@ pub struct ConnectionString {
     sslrootcert: Option<RootCert>,
     sslcert: Option<PathBuf>,
     sslkey: Option<PathBuf>,
+    sslpassword: Option<Password>,
+    sslcertmode: Option<SslCertMode>,
+    sslcrl: Option<PathBuf>,
+    sslcrldir: Option<PathBuf>,
     sslnegotiation: Option<SslNegotiation>,
     sslsni: Option<bool>,
     ssl_min_protocol_version: Option<TlsVersion>,
@@ -82,6 +86,10 @@ impl ConnectionString {
             sslrootcert: None,
             sslcert: None,
             sslkey: None,
+            sslpassword: None,
+            sslcertmode: None,
+            sslcrl: None,
+            sslcrldir: None,
             sslnegotiation: None,
             sslsni: None,
             ssl_min_protocol_version: None,
@@ -271,6 +279,34 @@ impl ConnectionString {
     /// `sslkey` (client private key file) as given.
     pub fn sslkey(&self) -> Option<&std::path::Path> {
         self.sslkey.as_deref()
+    }
+
+    /// `sslpassword`: the passphrase of an encrypted `sslkey` (its `Debug` and `Display` print
+    /// `***`, as does the connection string's).
+    pub fn sslpassword(&self) -> Option<&Password> {
+        self.sslpassword.as_ref()
+    }
+
+    /// Sets `sslpassword`, the passphrase of an encrypted client key.
+    pub fn set_sslpassword(&mut self, passphrase: Password) {
+        self.sslpassword = Some(passphrase);
+        self.mark("sslpassword", Source::Code);
+    }
+
+    /// `sslcertmode` as given (`None`: `allow`).
+    pub fn sslcertmode(&self) -> Option<SslCertMode> {
+        self.sslcertmode
+    }
+
+    /// `sslcrl` (a PEM file of certificate revocation lists) as given (`None`: libpq's
+    /// default, `~/.postgresql/root.crl` when it exists and the roots come from a file).
+    pub fn sslcrl(&self) -> Option<&std::path::Path> {
+        self.sslcrl.as_deref()
+    }
+
+    /// `sslcrldir` (a directory of PEM certificate revocation lists) as given.
+    pub fn sslcrldir(&self) -> Option<&std::path::Path> {
+        self.sslcrldir.as_deref()
     }
 
     /// `sslnegotiation` as given (`None`: `postgres`).

@@ -22,7 +22,7 @@ impl ConnectionString {
             .remove(b'_')
             .remove(b'~');
         const IPV6: &AsciiSet = &PART.remove(b':');
-        const VALUE: &AsciiSet = &PART.remove(b'/').remove(b':').remove(b',');
+        const VALUE: &AsciiSet = &PART.remove(b'/').remove(b':').remove(b',').remove(b'*');
         let enc = |s: &str, set: &'static AsciiSet| utf8_percent_encode(s, set).to_string();
 
         let mut out = String::from("postgresql://");

@@ -438,7 +438,7 @@ fn sample(key: &str) -> &'static str {
         "sslnegotiation" => "direct",
         "sslsni" | "keepalives" => "0",
         "ssl_min_protocol_version" | "ssl_max_protocol_version" => "TLSv1.3",
-        "channel_binding" => "require",
+        "channel_binding" | "sslcertmode" => "require",
         "connect_timeout"
         | "tcp_user_timeout"
         | "keepalives_idle"
@@ -915,16 +915,6 @@ fn unsupported_libpq_keys_say_so() {
         &[],
         &[
             (
-                "host=h sslpassword=npg_S3cr3t",
-                "`sslpassword` is not supported",
-                "decrypt the key",
-            ),
-            (
-                "host=h sslcrl=/crl.pem",
-                "`sslcrl` is not supported",
-                "revocation",
-            ),
-            (
                 "host=h service=prod",
                 "`service` is not supported",
                 "service files",
@@ -936,6 +926,96 @@ fn unsupported_libpq_keys_say_so() {
             ),
         ],
     );
+}
+
+#[test]
+fn libpq_refuses_an_empty_ipv6_host_and_a_percent_encoded_nul() {
+    errors(
+        &[],
+        &[
+            (
+                "postgres://[]",
+                "IPv6 host address may not be empty",
+                "[::1]:5432",
+            ),
+            (
+                "postgresql://[]:5432/db",
+                "IPv6 host address may not be empty",
+                "[::1]",
+            ),
+            (
+                "postgresql://a,[]/db",
+                "IPv6 host address may not be empty",
+                "[::1]",
+            ),
+            (
+                "postgresql://u%00@h/db",
+                "forbidden value %00 in the user name",
+                "NUL",
+            ),
+            (
+                "postgresql://u:pw%00x@h/db",
+                "forbidden value %00 in the password",
+                "NUL",
+            ),
+            (
+                "postgresql://h%00/db",
+                "forbidden value %00 in the host",
+                "NUL",
+            ),
+            (
+                "postgresql://[::1%00]/db",
+                "forbidden value %00 in the host",
+                "NUL",
+            ),
+            (
+                "postgresql://h/d%00b",
+                "forbidden value %00 in the database name",
+                "NUL",
+            ),
+            (
+                "postgresql://h/db?application_name=a%00",
+                "forbidden value %00 in the value of `application_name`",
+                "NUL",
+            ),
+            (
+                "postgresql://h/db?app%00=a",
+                "forbidden value %00 in the parameter name",
+                "NUL",
+            ),
+            (
+                "postgresql://h/db?password=a%00b",
+                "forbidden value %00 in the password",
+                "NUL",
+            ),
+        ],
+    );
+    // The password is never quoted.
+    let e = err("postgresql://u:npg_S3cr3t%00@h/db");
+    assert!(!e.contains("npg_S3cr3t"), "{e}");
+    // Other encoded control characters are accepted, as in libpq: only NUL is refused.
+    check("postgresql://h/db?application_name=a%01b", |cs| {
+        assert_eq!(cs.application_name(), Some("a\u{1}b"));
+    });
+}
+
+#[test]
+fn revocation_lists_from_the_string_and_the_environment() {
+    check("host=h sslcrl=/etc/crl.pem sslcrldir=/etc/crls", |cs| {
+        assert_eq!(cs.sslcrl(), Some(std::path::Path::new("/etc/crl.pem")));
+        assert_eq!(cs.sslcrldir(), Some(std::path::Path::new("/etc/crls")));
+    });
+    let cs = ConnectionString::parse_with_env("host=h", |k| match k {
+        "PGSSLCRL" => Some("/env/crl.pem".into()),
+        "PGSSLCRLDIR" => Some("/env/crls".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(cs.sslcrl(), Some(std::path::Path::new("/env/crl.pem")));
+    assert_eq!(cs.sslcrldir(), Some(std::path::Path::new("/env/crls")));
+    assert_eq!(cs.source("sslcrl"), Source::Environment);
+    // An empty value is no value, as in libpq.
+    check("host=h sslcrl=''", |cs| assert_eq!(cs.sslcrl(), None));
 }
 
 #[test]

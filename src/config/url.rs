@@ -19,6 +19,15 @@ pub(super) fn decode(part: &str, what: &str) -> Result<String, Error> {
                 return Err(Error::config(format!("invalid percent-encoding in the {what}"))
                     .with_help("write `%` as `%25`, and other special characters as `%XX` (e.g. `@` as `%40`)"));
             }
+            // libpq: "forbidden value %00 in percent-encoded value"; a NUL would also cut
+            // the value short in any C library the string is passed on to.
+            if &b[i + 1..i + 3] == b"00" {
+                return Err(
+                    Error::config(format!("forbidden value %00 in the {what}")).with_help(
+                        "remove the `%00`: a NUL character is not allowed in any part of a connection string (libpq refuses it too)",
+                    ),
+                );
+            }
             i += 3;
         } else {
             i += 1;
@@ -155,6 +164,13 @@ fn host_and_port(spec: &str) -> Result<(String, &str), Error> {
             Error::config("invalid IPv6 host: missing `]`")
                 .with_help("write IPv6 hosts as `[::1]:5432`")
         })?;
+        if inner.is_empty() {
+            // libpq: "IPv6 host address may not be empty in URI".
+            return Err(
+                Error::config("IPv6 host address may not be empty in the URL `[]`")
+                    .with_help("write an IPv6 address in the brackets, as in `[::1]:5432`, or leave the host out"),
+            );
+        }
         let host = decode(inner, "host")?;
         let port = match after {
             "" => "",

@@ -33,6 +33,18 @@ pub enum SslNegotiation {
     Direct,
 }
 
+/// libpq's `sslcertmode` (PostgreSQL 16+): whether a client certificate is sent.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SslCertMode {
+    /// Never send one, even when `sslcert` and `sslkey` are given.
+    Disable,
+    /// Send one when the server asks and one is configured (the default).
+    Allow,
+    /// Fail unless the server asked for a certificate.
+    Require,
+}
+
 /// libpq's `channel_binding`.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,6 +156,23 @@ impl SslNegotiation {
     }
 }
 
+impl SslCertMode {
+    pub(crate) const ALL: [SslCertMode; 3] = [
+        SslCertMode::Disable,
+        SslCertMode::Allow,
+        SslCertMode::Require,
+    ];
+
+    /// The libpq spelling: `disable`, `allow` or `require`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslCertMode::Disable => "disable",
+            SslCertMode::Allow => "allow",
+            SslCertMode::Require => "require",
+        }
+    }
+}
+
 impl ChannelBinding {
     pub(crate) const ALL: [ChannelBinding; 3] = [
         ChannelBinding::Disable,
@@ -205,7 +234,7 @@ pub enum Source {
 }
 
 /// A password. Its `Debug` and `Display` print `***`; read it with [`Password::expose`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Password(pub(super) String);
 
 impl Password {

@@ -93,6 +93,14 @@ catalogue![
         "the server \"host:5432\" offers only TLS versions below 1.2, which are never accepted",
         "TLS 1.0 and 1.1 are broken and rustls never speaks them; the server (or a proxy) allows nothing newer",
         "enable TLS 1.2 or 1.3 on the server (`ssl_min_protocol_version = 'TLSv1.2'` in postgresql.conf, with a current OpenSSL)";
+    TlsClientCertificateNotRequested = "tls-client-certificate-not-requested", TlsHandshake, false,
+        "server did not request an SSL certificate: \"host:5432\" finished the TLS handshake without asking for one (sslcertmode=require)",
+        "`sslcertmode=require` insists that the server asks for a client certificate (libpq 16), and it did not",
+        "make the server ask (`clientcert=verify-ca` or `verify-full` in pg_hba.conf, or `cert` authentication), or remove `sslcertmode=require`";
+    ServerMessageTooLarge = "server-message-too-large", Server, false,
+        "refused \"host:5432\": the server sent an ErrorResponse of 104857620 bytes during authentication, past the 4 MiB the connect phase may read",
+        "before the connection is ready a server sends a few kilobytes; a peer that sends or announces megabytes is broken or hostile, and is cut off before it is buffered",
+        "check that host and port point at a PostgreSQL server (or Neon's proxy) and not something else; if a proxy sits in between, check it";
     CertificateUnknownIssuer = "certificate-unknown-issuer", Certificate, false,
         "the certificate of \"host:5432\" was not issued by a trusted authority (checked against the system root store)",
         "no root in the system store signed the server's chain: a private CA, a self-signed certificate, or a server that omits its intermediate",
@@ -121,6 +129,14 @@ catalogue![
         "the certificate of \"host:5432\" is an X.509 v1 certificate, which is not supported",
         "v1 certificates carry no extensions (no subjectAltName), and rustls refuses them",
         "reissue the server certificate as X.509 v3 (with subjectAltName)";
+    CertificateRevoked = "certificate-revoked", Certificate, false,
+        "the certificate of \"host:5432\" was refused: the certificate \"CN=...\" (serial ...) was revoked on ... according to the certificate revocation list crl.pem",
+        "a certificate of the server's chain is listed as revoked in `sslcrl`/`sslcrldir` (or `~/.postgresql/root.crl`)",
+        "the server must present a certificate that is not revoked; if the list is wrong, fix the list given in `sslcrl`/`sslcrldir`";
+    CertificateRevocationUnchecked = "certificate-revocation-unchecked", Certificate, false,
+        "the certificate of \"host:5432\" was refused: the revocation status of the certificate \"CN=...\" is unknown / the certificate revocation list crl.pem expired at ...",
+        "revocation lists were given, and one certificate of the chain has no list from its issuer, or its list is past its `nextUpdate`; like libpq, such a chain is refused",
+        "give a current revocation list from every CA of the server's chain (intermediates included) in `sslcrl`/`sslcrldir`";
     CertificateOther = "certificate-other", Certificate, false,
         "the certificate of \"host:5432\" was rejected: ...",
         "the certificate failed verification for another reason (named in the message)",

@@ -4,7 +4,10 @@
 //! its own errors as SQLSTATE `XX000`, so those are told apart by their text.
 
 use crate::error::{Error, Step};
-use crate::tls::{MissingAlpn, Roots, TlsPolicy, UnencryptedDataAfterSslResponse};
+use crate::tls::{
+    CertificateNotRequested, ConnectPhaseLimit, MissingAlpn, RevocationError, Roots, TlsPolicy,
+    UnencryptedDataAfterSslResponse,
+};
 use std::error::Error as StdError;
 use std::io;
 
@@ -88,6 +91,24 @@ fn classify_inner(err: &tokio_postgres::Error, cx: &FailedAttempt<'_>) -> Error 
     if let Some(alpn) = find::<MissingAlpn>(&links) {
         return diagnose(Diagnosis::TlsAlpn, format!("{alpn} with \"{host}\""))
             .with_step(Step::TlsHandshake);
+    }
+    if let Some(limit) = find::<ConnectPhaseLimit>(&links) {
+        return diagnose(
+            Diagnosis::ServerMessageTooLarge,
+            format!("refused \"{host}\": {limit}"),
+        )
+        .with_step(if limit.during_authentication {
+            Step::Authentication
+        } else {
+            Step::Startup
+        });
+    }
+    if find::<CertificateNotRequested>(&links).is_some() {
+        return diagnose(
+            Diagnosis::TlsClientCertificateNotRequested,
+            format!("server did not request an SSL certificate: \"{host}\" finished the TLS handshake without asking for one (sslcertmode=require)"),
+        )
+        .with_step(Step::TlsHandshake);
     }
     if let Some(tls) = find::<rustls::Error>(&links) {
         return classify_rustls(tls, cx);
@@ -321,6 +342,24 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
                 };
                 cert(Diagnosis::CertificateNotYetValid, format!("the certificate of \"{host}\" is not valid yet{when}"))
             }
+            C::Other(other) if other.0.downcast_ref::<RevocationError>().is_some() => {
+                let why = other.0.downcast_ref::<RevocationError>().expect("checked above");
+                let d = match why {
+                    RevocationError::Revoked { .. } => Diagnosis::CertificateRevoked,
+                    _ => Diagnosis::CertificateRevocationUnchecked,
+                };
+                cert(d, format!("the certificate of \"{host}\" was refused: {why}"))
+            }
+            C::Revoked => cert(
+                Diagnosis::CertificateRevoked,
+                format!("the certificate of \"{host}\" (or one of its chain) is revoked"),
+            ),
+            C::UnknownRevocationStatus
+            | C::ExpiredRevocationList
+            | C::ExpiredRevocationListContext { .. } => cert(
+                Diagnosis::CertificateRevocationUnchecked,
+                format!("the certificate of \"{host}\" was refused: {c}"),
+            ),
             C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => cert(
                 Diagnosis::CertificateCaAsLeaf,
                 format!("the server \"{host}\" presented a CA certificate as its own certificate"),

@@ -8,21 +8,29 @@
 //! roots, `identity.rs` the client certificate and key, `verify.rs` the two weaker verifiers,
 //! `stream.rs` the connector tokio-postgres drives and what it records.
 
+mod crl;
 mod identity;
 mod roots;
 mod session;
 mod stream;
 mod verify;
 
+pub(crate) use crl::RevocationError;
 pub(crate) use roots::{root_store, Roots};
 pub(crate) use session::Verdict;
-pub(crate) use stream::{MakeTls, MissingAlpn, Probe, UnencryptedDataAfterSslResponse};
+pub(crate) use stream::{
+    CertificateNotRequested, ConnectPhaseLimit, MakeTls, MissingAlpn, Probe,
+    UnencryptedDataAfterSslResponse,
+};
 pub use stream::{TlsInfo, TlsStream};
 
-use crate::config::{ConnectionString, Host, RootCert, SslMode, SslNegotiation, TlsVersion};
+use crate::config::{
+    ConnectionString, Host, Password, RootCert, SslCertMode, SslMode, SslNegotiation, TlsVersion,
+};
 use crate::error::{Error, ErrorKind, Step};
+use crl::{load_crls, CrlSources, NamedRevocation};
 use identity::load_client_identity;
-use roots::{default_root_file, digest_certs};
+use roots::{default_crl_file, default_file, default_root_file, digest_certs};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -70,6 +78,13 @@ pub(crate) struct TlsPolicy {
     pub(crate) verification: Verification,
     pub(crate) roots: Roots,
     pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    /// `sslpassword`, for an encrypted client key.
+    pub(crate) key_password: Option<Password>,
+    /// `sslcertmode=require`: the server must ask for a client certificate.
+    pub(crate) cert_required: bool,
+    /// Certificate revocation lists checked against the whole chain (`None`: none; never
+    /// with `Verification::Unverified`).
+    pub(crate) crls: Option<CrlSources>,
     /// Direct TLS (`sslnegotiation=direct`, or chosen for Neon hosts when it is not set).
     pub(crate) direct: bool,
     /// `direct` was our choice, not the connection string's: a host that turns out not to
@@ -198,9 +213,53 @@ impl TlsPolicy {
             },
         };
 
-        let client_cert = match (cs.sslcert(), cs.sslkey()) {
-            (Some(cert), Some(key)) => Some((cert.to_path_buf(), key.to_path_buf())),
-            (Some(_), None) | (None, Some(_)) => {
+        // libpq reads `~/.postgresql/root.crl` only when neither list is named and the roots
+        // come from a file; named lists apply with any verifying roots (stricter than libpq,
+        // which ignores them with `sslrootcert=system`).
+        let crls = match (cs.sslcrl(), cs.sslcrldir()) {
+            _ if verification == Verification::Unverified => None,
+            (None, None) => match roots {
+                Roots::File(_) => default_crl_file().map(|file| CrlSources {
+                    file: Some(file),
+                    dir: None,
+                }),
+                _ => None,
+            },
+            (file, dir) => Some(CrlSources {
+                file: file.map(PathBuf::from),
+                dir: dir.map(PathBuf::from),
+            }),
+        };
+
+        let certmode = cs.sslcertmode().unwrap_or(SslCertMode::Allow);
+        // libpq: `sslcert` defaults to `~/.postgresql/postgresql.crt` when that file exists,
+        // and the key of a certificate to `~/.postgresql/postgresql.key`.
+        let cert = match cs.sslcert() {
+            Some(cert) => Some(cert.to_path_buf()),
+            None => default_file("postgresql.crt").filter(|p| p.is_file()),
+        };
+        let client_cert = match (cert, cs.sslkey()) {
+            // libpq: `disable` never sends a certificate, even one that is configured.
+            _ if certmode == SslCertMode::Disable => None,
+            (Some(cert), Some(key)) => Some((cert, key.to_path_buf())),
+            (Some(cert), None) => match default_file("postgresql.key").filter(|p| p.exists()) {
+                Some(key) => Some((cert, key)),
+                None => {
+                    let key = default_file("postgresql.key")
+                        .map(|p| format!(" \"{}\"", p.display()))
+                        .unwrap_or_default();
+                    return Err(Error::new(
+                        ErrorKind::ClientCertificate,
+                        format!("certificate present, but not private key file{key}"),
+                    )
+                    .with_step(Step::Config)
+                    .with_help(format!(
+                        "set `sslkey` to the private key of the client certificate {}",
+                        cert.display()
+                    )));
+                }
+            },
+            (None, Some(_)) => {
                 return Err(Error::config(
                     "`sslcert` and `sslkey` must be given together".to_string(),
                 )
@@ -213,6 +272,9 @@ impl TlsPolicy {
             verification,
             roots,
             client_cert,
+            key_password: cs.sslpassword().cloned(),
+            cert_required: certmode == SslCertMode::Require,
+            crls,
             direct,
             auto_direct: direct && cs.sslnegotiation().is_none(),
             sni: cs.sslsni().unwrap_or(true),
@@ -265,7 +327,16 @@ impl TlsPolicy {
             Verification::Unverified => Arc::new(NoVerification(provider.clone())),
             Verification::Full | Verification::Chain => {
                 let store = root_store(&self.roots)?;
+                let crls = match &self.crls {
+                    Some(sources) => load_crls(sources)?,
+                    None => Vec::new(),
+                };
+                // As libpq's X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL: the whole
+                // chain (rustls' default depth), unknown status refused (its default), and
+                // an expired list refused as OpenSSL refuses it.
                 let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+                    .with_crls(crls.iter().map(|c| c.der.clone()))
+                    .enforce_revocation_expiration()
                     .build()
                     .map_err(|e| {
                         Error::new(
@@ -275,10 +346,19 @@ impl TlsPolicy {
                         .with_step(Step::Config)
                         .with_source(e)
                     })?;
-                if self.verification == Verification::Full {
-                    webpki
+                let verifier: Arc<dyn ServerCertVerifier> =
+                    if self.verification == Verification::Full {
+                        webpki
+                    } else {
+                        Arc::new(ChainOnly(webpki))
+                    };
+                if crls.is_empty() {
+                    verifier
                 } else {
-                    Arc::new(ChainOnly(webpki))
+                    Arc::new(NamedRevocation {
+                        inner: verifier,
+                        crls: Arc::new(crls),
+                    })
                 }
             }
         };
@@ -287,7 +367,7 @@ impl TlsPolicy {
             .with_custom_certificate_verifier(verifier);
         let mut config = match &self.client_cert {
             Some((cert, key)) => {
-                let (chain, key) = load_client_identity(cert, key)?;
+                let (chain, key) = load_client_identity(cert, key, self.key_password.as_ref())?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
                     Error::new(
                         ErrorKind::ClientCertificate,

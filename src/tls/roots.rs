@@ -57,11 +57,21 @@ impl fmt::Debug for Roots {
     }
 }
 
+/// A file of libpq's `~/.postgresql` directory (`$HOME/.postgresql/<name>`), whether or not
+/// it exists; `None` without a home directory.
+pub(super) fn default_file(name: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    Some(Path::new(&home).join(".postgresql").join(name))
+}
+
 /// libpq's default root certificate file, when it exists.
 pub(super) fn default_root_file() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let path = Path::new(&home).join(".postgresql").join("root.crt");
-    path.is_file().then_some(path)
+    default_file("root.crt").filter(|p| p.is_file())
+}
+
+/// libpq's default certificate revocation list file, when it exists.
+pub(super) fn default_crl_file() -> Option<PathBuf> {
+    default_file("root.crl").filter(|p| p.is_file())
 }
 
 pub(super) fn digest_certs(certs: &[CertificateDer<'static>]) -> [u8; 32] {

@@ -11,6 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -71,10 +72,55 @@ impl Probe {
     }
 }
 
-/// Watches the first protocol messages on a new connection, only until authentication ends,
-/// to learn the method used: the server's `AuthenticationRequest` codes, and for SASL the
-/// mechanism name at the start of the client's `SASLInitialResponse`. Nothing else of the
-/// traffic is looked at or kept (no password, no SCRAM data).
+/// What the connect phase may read from the server, in all (announced lengths included):
+/// legitimate servers send a few kilobytes before ReadyForQuery. Without a limit,
+/// tokio-postgres buffers whatever a hostile peer announces (a 100 MB ErrorResponse took the
+/// process to 211 MB; a 2 GB announcement to 1.06 GB).
+pub(crate) const CONNECT_PHASE_LIMIT: usize = 4 << 20;
+
+/// The error raised when the server sends (or announces) more than [`CONNECT_PHASE_LIMIT`]
+/// before the connection is ready.
+#[derive(Debug)]
+pub(crate) struct ConnectPhaseLimit {
+    /// The message type byte (`E` for ErrorResponse, ...).
+    pub(crate) message: u8,
+    /// The message's size as announced by its header.
+    pub(crate) announced: usize,
+    /// Authentication (true) or startup after it (false).
+    pub(crate) during_authentication: bool,
+}
+
+impl fmt::Display for ConnectPhaseLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.message {
+            b'E' => "an ErrorResponse".to_string(),
+            b'N' => "a NoticeResponse".to_string(),
+            b'R' => "an authentication request".to_string(),
+            b'S' => "a ParameterStatus".to_string(),
+            other if other.is_ascii_graphic() => format!("a message of type '{}'", other as char),
+            other => format!("a message of type 0x{other:02x}"),
+        };
+        write!(
+            f,
+            "the server sent {what} of {} bytes during {}, past the {} MiB the connect phase may read",
+            self.announced,
+            if self.during_authentication {
+                "authentication"
+            } else {
+                "startup"
+            },
+            CONNECT_PHASE_LIMIT >> 20
+        )
+    }
+}
+impl std::error::Error for ConnectPhaseLimit {}
+
+/// Watches the protocol messages of a new connection until ReadyForQuery: to learn the
+/// authentication method used (the server's `AuthenticationRequest` codes, and for SASL the
+/// mechanism name at the start of the client's `SASLInitialResponse`), and to keep what the
+/// connect phase reads under [`CONNECT_PHASE_LIMIT`] (message headers are checked before the
+/// driver sees them). Nothing else of the traffic is looked at or kept (no password, no
+/// SCRAM data).
 struct AuthSniffer {
     probe: Arc<Probe>,
     /// The header of the server message being read: type, length and (for `R`) the code.
@@ -82,10 +128,14 @@ struct AuthSniffer {
     have: usize,
     /// Body bytes of the current server message still to skip.
     skip: usize,
+    /// Bytes of the server messages before the current one.
+    consumed: usize,
     /// The method asked for so far.
     method: Option<&'static str>,
     /// The server asked for SASL: the client's next message names the mechanism.
     sasl_pending: bool,
+    /// AuthenticationOk was seen.
+    authenticated: bool,
 }
 
 impl AuthSniffer {
@@ -95,13 +145,16 @@ impl AuthSniffer {
             header: [0; 9],
             have: 0,
             skip: 0,
+            consumed: 0,
             method: None,
             sasl_pending: false,
+            authenticated: false,
         })
     }
 
-    /// Feeds bytes read from the server; returns true when authentication is over.
-    fn read(&mut self, mut data: &[u8]) -> bool {
+    /// Feeds bytes read from the server; `Ok(true)` when the connect phase is over
+    /// (ReadyForQuery), an error when the server goes past the limit.
+    fn read(&mut self, mut data: &[u8]) -> Result<bool, ConnectPhaseLimit> {
         while !data.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(data.len());
@@ -109,7 +162,7 @@ impl AuthSniffer {
                 data = &data[n..];
                 continue;
             }
-            let need = if self.have > 0 && self.header[0] == b'R' {
+            let need = if self.have >= 5 && self.header[0] == b'R' {
                 9
             } else {
                 5
@@ -121,19 +174,30 @@ impl AuthSniffer {
             if self.have < need {
                 continue;
             }
-            if need == 5 && self.header[0] == b'R' {
-                continue; // read the code too
-            }
             let len = u32::from_be_bytes([
                 self.header[1],
                 self.header[2],
                 self.header[3],
                 self.header[4],
             ]) as usize;
+            if need == 5 {
+                // First sight of this header: refuse before the driver reserves room for it.
+                if self.consumed.saturating_add(1 + len) > CONNECT_PHASE_LIMIT {
+                    return Err(ConnectPhaseLimit {
+                        message: self.header[0],
+                        announced: 1 + len,
+                        during_authentication: !self.authenticated,
+                    });
+                }
+                if self.header[0] == b'R' && len >= 8 {
+                    continue; // read the code too
+                }
+            }
+            self.consumed += 1 + len;
             self.have = 0;
             self.skip = len.saturating_sub(need - 1);
             match self.header[0] {
-                b'R' => {
+                b'R' if need == 9 => {
                     let code = u32::from_be_bytes([
                         self.header[5],
                         self.header[6],
@@ -144,7 +208,7 @@ impl AuthSniffer {
                         0 => {
                             let method = self.method.unwrap_or("trust (no password asked)");
                             lock(&self.probe.state).authentication = Some(method);
-                            return true;
+                            self.authenticated = true;
                         }
                         3 => self.method = Some("password (cleartext, inside TLS)"),
                         5 => self.method = Some("MD5"),
@@ -155,12 +219,11 @@ impl AuthSniffer {
                         _ => {}
                     }
                 }
-                // An error ends authentication; the error itself is reported elsewhere.
-                b'E' => return true,
+                b'Z' => return Ok(true),
                 _ => {}
             }
         }
-        false
+        Ok(false)
     }
 
     /// Looks at bytes the client writes: only the mechanism name of `SASLInitialResponse`.
@@ -190,6 +253,44 @@ impl fmt::Display for UnencryptedDataAfterSslResponse {
     }
 }
 impl std::error::Error for UnencryptedDataAfterSslResponse {}
+
+/// The error raised with `sslcertmode=require` when the handshake ended without the server
+/// asking for a client certificate (libpq's text).
+#[derive(Debug)]
+pub(crate) struct CertificateNotRequested;
+
+impl fmt::Display for CertificateNotRequested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("server did not request an SSL certificate")
+    }
+}
+impl std::error::Error for CertificateNotRequested {}
+
+/// Records whether the server asked for a client certificate: rustls consults the resolver
+/// only when a CertificateRequest arrives (libpq does the same with OpenSSL's cert callback).
+#[derive(Debug)]
+struct RecordsRequest {
+    inner: Arc<dyn rustls::client::ResolvesClientCert>,
+    asked: Arc<AtomicBool>,
+}
+
+impl rustls::client::ResolvesClientCert for RecordsRequest {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        self.inner.resolve(root_hint_subjects, sigschemes)
+    }
+    fn only_raw_public_keys(&self) -> bool {
+        self.inner.only_raw_public_keys()
+    }
+    // True even without a certificate, so that rustls keeps what a request needs.
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
 
 /// The error raised when direct TLS ends without ALPN `postgresql`.
 #[derive(Debug)]
@@ -271,9 +372,28 @@ where
                 ));
             }
             let sni_sent = self.config.enable_sni && matches!(server_name, ServerName::DnsName(_));
-            let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+            // `sslcertmode=require`: a copy of the shared configuration whose certificate
+            // resolver records, for this connection only, whether the server asked.
+            let asked = Arc::new(AtomicBool::new(false));
+            let config = if self.policy.cert_required {
+                let mut config = (*self.config).clone();
+                config.client_auth_cert_resolver = Arc::new(RecordsRequest {
+                    inner: config.client_auth_cert_resolver.clone(),
+                    asked: asked.clone(),
+                });
+                Arc::new(config)
+            } else {
+                self.config.clone()
+            };
+            let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(server_name, stream)
                 .await?;
+            if self.policy.cert_required && !asked.load(Ordering::Relaxed) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    CertificateNotRequested,
+                ));
+            }
             let (_, session) = tls.get_ref();
             if self.policy.direct {
                 match session.alpn_protocol() {
@@ -379,7 +499,8 @@ fn binding_digest(leaf: &CertificateDer<'_>) -> Option<(&'static str, Digest)> {
 pub struct TlsStream<S> {
     inner: tokio_rustls::client::TlsStream<S>,
     binding: Option<Digest>,
-    /// Until authentication ends: learns the method used (see [`AuthSniffer`]).
+    /// Until ReadyForQuery: learns the authentication method and bounds what the connect
+    /// phase reads (see [`AuthSniffer`]).
     sniff: Option<Box<AuthSniffer>>,
     /// Where the session state goes (see [`Session`]).
     probe: Arc<Probe>,
@@ -420,14 +541,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let this = &mut *self;
+        if let (Poll::Ready(Ok(())), Some(sniff)) = (&poll, &mut this.sniff) {
+            match sniff.read(&buf.filled()[before..]) {
+                Ok(false) => {}
+                Ok(true) => this.sniff = None,
+                Err(limit) => {
+                    // The driver never sees these bytes (nor the header that would make it
+                    // reserve room for the message).
+                    buf.set_filled(before);
+                    this.sniff = None;
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, limit)));
+                }
+            }
+        }
         let new = &buf.filled()[before..];
         if !new.is_empty() {
             this.read.read(&this.probe.session, new);
-        }
-        if let Some(sniff) = &mut this.sniff {
-            if sniff.read(new) {
-                this.sniff = None;
-            }
         }
         poll
     }

@@ -226,3 +226,144 @@ impl Drop for DirectTlsWithoutAlpn {
         self.task.abort();
     }
 }
+
+/// What an [`OversizedLogin`] peer sends once the client's startup message arrived.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// An ErrorResponse whose message field is this many bytes, streamed in 64 KiB writes.
+    Error(usize),
+    /// An ErrorResponse header announcing this length, then 1 MiB of its body, then silence.
+    Announce(u32),
+    /// AuthenticationOk, then ParameterStatus messages of 64 KiB each, this many of them.
+    Parameters(usize),
+}
+
+/// A peer that agrees to TLS (with a certificate for `localhost` from
+/// [`TestCa::shared`](super::TestCa::shared), so verification passes) and then, instead of
+/// authenticating, sends a [`Flood`]: what a client must not buffer without bound. Records how
+/// many bytes it got out. Stops when dropped.
+#[derive(Debug)]
+pub struct OversizedLogin {
+    port: u16,
+    sent: Arc<Mutex<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OversizedLogin {
+    /// Starts the peer on a free port. Call from within a tokio runtime.
+    ///
+    /// # Errors
+    /// When the certificate cannot be made or the port cannot be bound.
+    pub async fn start(flood: Flood) -> io::Result<OversizedLogin> {
+        let acceptor = super::localhost_tls_acceptor()?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let sent = Arc::new(Mutex::new(0usize));
+        let counter = sent.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let counter = counter.clone();
+                tokio::spawn(tokio::time::timeout(Duration::from_secs(30), async move {
+                    let mut request = [0u8; 8];
+                    if s.read_exact(&mut request).await.is_err() || s.write_all(b"S").await.is_err()
+                    {
+                        return;
+                    }
+                    let Ok(mut tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    // The startup message: its length, then the rest.
+                    let mut len = [0u8; 4];
+                    if tls.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                    if tls.read_exact(&mut rest).await.is_err() {
+                        return;
+                    }
+                    let _ = flood_out(&mut tls, flood, &counter).await;
+                    // Keep the connection open a little: the client must stop by itself.
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }));
+            }
+        });
+        Ok(OversizedLogin { port, sent, task })
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// How many bytes of the flood the client accepted (written into the TLS stream).
+    pub fn bytes_sent(&self) -> usize {
+        *self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn flood_out<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    flood: Flood,
+    counter: &Mutex<usize>,
+) -> io::Result<()> {
+    const CHUNK: usize = 64 << 10;
+    let filler = vec![b'x'; CHUNK];
+    let send = |n: usize| {
+        *counter.lock().unwrap_or_else(|e| e.into_inner()) += n;
+    };
+    match flood {
+        Flood::Error(size) => {
+            // 'E', length, 'S' "ERROR\0", 'M' <size bytes> '\0', '\0'
+            let len = 4 + 1 + 6 + 1 + size + 1 + 1;
+            let mut head = vec![b'E'];
+            head.extend_from_slice(&(len as u32).to_be_bytes());
+            head.extend_from_slice(b"SERROR\0M");
+            w.write_all(&head).await?;
+            send(head.len());
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                w.write_all(&filler[..n]).await?;
+                send(n);
+                left -= n;
+            }
+            w.write_all(b"\0\0").await?;
+            send(2);
+        }
+        Flood::Announce(len) => {
+            let mut head = vec![b'E'];
+            head.extend_from_slice(&len.to_be_bytes());
+            w.write_all(&head).await?;
+            send(head.len());
+            for _ in 0..16 {
+                w.write_all(&filler).await?;
+                send(CHUNK);
+            }
+        }
+        Flood::Parameters(count) => {
+            w.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]).await?;
+            send(9);
+            for i in 0..count {
+                let name = format!("p{i}\0");
+                let value_len = CHUNK - name.len() - 1;
+                let len = 4 + name.len() + value_len + 1;
+                let mut msg = vec![b'S'];
+                msg.extend_from_slice(&(len as u32).to_be_bytes());
+                msg.extend_from_slice(name.as_bytes());
+                msg.extend_from_slice(&filler[..value_len]);
+                msg.push(0);
+                w.write_all(&msg).await?;
+                send(msg.len());
+            }
+        }
+    }
+    w.flush().await
+}
+
+impl Drop for OversizedLogin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

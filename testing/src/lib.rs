@@ -344,6 +344,55 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A certificate revocation list (PEM) signed by this CA that revokes each certificate in
+    /// `revoked` (certificate PEMs; only the first certificate of each is used, so a chain
+    /// such as [`PgServer::cert_pem`] revokes its leaf). The list was issued an hour ago,
+    /// with `nextUpdate` at `next_update`, and every revocation is dated
+    /// 2024-01-02T03:04:05Z.
+    ///
+    /// # Errors
+    ///
+    /// When a PEM holds no certificate, or `next_update` is not after the issue time.
+    pub fn revocation_list(&self, revoked: &[&str], next_update: SystemTime) -> io::Result<String> {
+        use x509_cert::der::Decode;
+        let mut revoked_certs = Vec::new();
+        for pem in revoked {
+            let der = rustls_pemfile::certs(&mut pem.as_bytes())
+                .next()
+                .ok_or_else(|| io::Error::other("no certificate in the PEM to revoke"))??;
+            let cert = x509_cert::Certificate::from_der(der.as_ref())
+                .map_err(|e| io::Error::other(format!("unparsable certificate: {e}")))?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(
+                    cert.tbs_certificate.serial_number.as_bytes(),
+                ),
+                // 2024-01-02T03:04:05Z
+                revocation_time: rcgen::date_time_ymd(2024, 1, 2)
+                    + Duration::from_secs(3 * 3600 + 4 * 60 + 5),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let secs = |t: SystemTime| {
+            Duration::from_secs(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs())
+        };
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: epoch + secs(SystemTime::now() - Duration::from_secs(3600)),
+            next_update: epoch + secs(next_update),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.cert, &self.key)
+            .and_then(|crl| crl.pem())
+            .map_err(|e| cert_error(&self.name, e))
+    }
+}
+
 impl fmt::Debug for TestCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestCa")
@@ -374,6 +423,10 @@ pub enum CertKind {
     /// Right names and signed by the shared CA (so the chain reaches a trusted root), but the
     /// certificate itself is a CA (`CA:TRUE`, keyCertSign): a CA used as an end entity.
     CaAsLeaf,
+    /// Signed by the shared CA, with the common name `localhost` and no subject alternative
+    /// name at all: libpq (OpenSSL) falls back to the common name and accepts it for
+    /// `localhost`; RFC 6125 clients such as rustls never read host names from it.
+    CommonNameOnly,
     /// Right names and an Ed25519 key, and *signed with* Ed25519: by an Ed25519 intermediate CA
     /// that the shared CA signed. The server presents the leaf followed by the intermediate, so
     /// the chain verifies. The certificate's signature algorithm has no hash, so
@@ -385,7 +438,7 @@ pub enum CertKind {
 
 impl CertKind {
     /// Every kind, for table-driven tests.
-    pub const ALL: [CertKind; 8] = [
+    pub const ALL: [CertKind; 9] = [
         CertKind::Valid,
         CertKind::WrongHost,
         CertKind::UntrustedCa,
@@ -393,6 +446,7 @@ impl CertKind {
         CertKind::NotYetValid,
         CertKind::SelfSigned,
         CertKind::CaAsLeaf,
+        CertKind::CommonNameOnly,
         CertKind::Ed25519,
     ];
 
@@ -430,6 +484,11 @@ impl CertKind {
             CertKind::SelfSigned => spec.self_signed(),
             CertKind::CaAsLeaf => {
                 spec.is_ca = true;
+                shared.issue(&spec)
+            }
+            CertKind::CommonNameOnly => {
+                spec.dns_names = Vec::new();
+                spec.ip_addresses = Vec::new();
                 shared.issue(&spec)
             }
             CertKind::Ed25519 => {
