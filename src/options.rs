@@ -129,14 +129,16 @@ impl Options {
         self
     }
 
-    /// How long [`Pool::get`] waits for a free connection (default [`DEFAULT_WAIT_TIMEOUT`]).
+    /// The deadline of a whole [`Pool::get`]: waiting for a free connection, checking idle
+    /// ones and opening a new one (default [`DEFAULT_WAIT_TIMEOUT`]).
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.wait_timeout = timeout;
         self
     }
 
-    /// How long the check of an idle connection may take before it is replaced
-    /// (default [`DEFAULT_RECYCLE_TIMEOUT`]).
+    /// How long one network check at checkout may take before the connection is replaced:
+    /// the empty query of [`Options::check_after_idle`], or the `ROLLBACK` of a transaction its
+    /// last user left open (default [`DEFAULT_RECYCLE_TIMEOUT`]).
     pub fn recycle_timeout(mut self, timeout: Duration) -> Self {
         self.recycle_timeout = timeout;
         self
