@@ -159,6 +159,15 @@ impl Connector {
     /// [`DEFAULT_CONNECT_ATTEMPTS`]). The error is the last attempt's; when all hosts failed,
     /// it lists each host's failure.
     pub(crate) async fn connect(&self) -> Result<Connected, Error> {
+        self.connect_unless_full(false).await
+    }
+
+    /// [`Connector::connect`]; with `full_fails_fast`, a server with no connection slot left
+    /// is not asked again (a pool that holds connections waits for a returned one instead).
+    pub(crate) async fn connect_unless_full(
+        &self,
+        full_fails_fast: bool,
+    ) -> Result<Connected, Error> {
         let started = Instant::now();
         let budget = self.timeout;
         let max_attempts = self.max_attempts.max(1);
@@ -183,8 +192,15 @@ impl Connector {
                 Err(failures) => failures,
             };
             let kind = failures.last().map_or(ErrorKind::Network, Error::kind);
+            let full = |e: &Error| {
+                matches!(
+                    e.diagnosis(),
+                    Some(Diagnosis::TooManyConnections | Diagnosis::RoleConnectionLimit)
+                )
+            };
             let retry = failures.iter().any(Error::is_retryable)
-                && !failures.iter().any(|e| retry_cannot_help(e.kind()));
+                && !failures.iter().any(|e| retry_cannot_help(e.kind()))
+                && !(full_fails_fast && failures.iter().any(full));
             let delay = backoff(attempt);
             let left = budget.saturating_sub(started.elapsed());
             if !retry || attempt >= max_attempts || delay + least >= left {

@@ -10,7 +10,7 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType,
 use deadpool_postgres::ClientWrapper;
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,8 @@ pub struct Manager {
     /// costs one check, not one per idle connection.
     suspect_before: AtomicU64,
     epoch: Instant,
+    /// Connections alive (created and not yet dropped).
+    live: Arc<AtomicUsize>,
 }
 
 impl Manager {
@@ -151,7 +153,17 @@ impl Manager {
             health,
             suspect_before: AtomicU64::new(0),
             epoch: Instant::now(),
+            live: Arc::default(),
         }
+    }
+}
+
+/// Counts a connection as alive until dropped.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -175,6 +187,7 @@ pub struct PooledConnection {
     cancel: Option<(tokio_postgres::CancelToken, MakeTls)>,
     /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
     _goodbye: tokio::sync::oneshot::Sender<()>,
+    _live: Live,
 }
 
 impl fmt::Debug for PooledConnection {
@@ -210,8 +223,15 @@ impl managed::Manager for Manager {
             info,
             probe,
             cancel_tls,
-        } = self.connector.connect().await?;
+        } = self
+            .connector
+            // With live connections, a full server is not asked again: `Pool::get` waits for a
+            // returned connection instead.
+            .connect_unless_full(self.live.load(Ordering::Acquire) > 0)
+            .await?;
         trace(|t| t.opening = None);
+        self.live.fetch_add(1, Ordering::AcqRel);
+        let live = Live(self.live.clone());
         let host = info.host.clone();
         let (goodbye, closing) = tokio::sync::oneshot::channel::<()>();
         // The task owns the connection. When the pool drops the client (retired, closed),
@@ -240,6 +260,7 @@ impl managed::Manager for Manager {
             probe,
             cancel,
             _goodbye: goodbye,
+            _live: live,
         })
     }
 
@@ -338,6 +359,61 @@ pub struct Pool {
     first: Arc<std::sync::OnceLock<ConnectionInfo>>,
     /// The deadline of a whole `get` (`Options::wait_timeout`).
     wait_timeout: Duration,
+    /// The effective size while the server refuses more connections.
+    full: Arc<ServerFull>,
+}
+
+/// How long after the server last refused a connection for lack of slots the pool keeps its
+/// reduced size before it tries to grow again.
+pub const SERVER_FULL_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether `e` says the server has no connection slot left (not a fault of this client).
+fn server_full(e: &Error) -> bool {
+    matches!(
+        e.diagnosis(),
+        Some(Diagnosis::TooManyConnections | Diagnosis::RoleConnectionLimit)
+    )
+}
+
+/// The pool's effective size while the server is full: 0 means no limit.
+#[derive(Debug, Default)]
+struct ServerFull {
+    limit: AtomicUsize,
+    /// When the server last refused (ms since `epoch`).
+    last: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl ServerFull {
+    fn now_ms(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    /// The effective size, or `None` when the pool may grow to its configured size.
+    fn limit(&self) -> Option<usize> {
+        let limit = self.limit.load(Ordering::Acquire);
+        if limit == 0 {
+            return None;
+        }
+        let since = self
+            .now_ms()
+            .saturating_sub(self.last.load(Ordering::Acquire));
+        if since >= SERVER_FULL_BACKOFF.as_millis() as u64 {
+            self.limit.store(0, Ordering::Release);
+            tracing::info!(target: "neon_connect", "the pool may grow again: no connection was refused for lack of slots in {} s", SERVER_FULL_BACKOFF.as_secs());
+            return None;
+        }
+        Some(limit)
+    }
+
+    /// The server refused a connection while the pool held `held`: stop growing past it.
+    fn shrink(&self, held: usize, e: &Error) {
+        self.last.store(self.now_ms(), Ordering::Release);
+        let before = self.limit.swap(held, Ordering::AcqRel);
+        if before == 0 {
+            tracing::warn!(target: "neon_connect", held, "the server has no connection slot left ({}): the pool stays at {held} connections and callers wait for a returned one; it tries to grow again {} s after the last refusal", e.message(), SERVER_FULL_BACKOFF.as_secs());
+        }
+    }
 }
 
 impl fmt::Debug for Pool {
@@ -355,6 +431,7 @@ impl Pool {
             inner,
             first: Arc::new(std::sync::OnceLock::new()),
             wait_timeout,
+            full: Arc::default(),
         }
     }
 
@@ -382,13 +459,46 @@ impl Pool {
             recycle: None,
         };
         let get = TRACE.scope(RefCell::default(), async {
-            let result = tokio::time::timeout(deadline, self.inner.timeout_get(&none)).await;
+            let result = tokio::time::timeout(deadline, self.checkout(&none)).await;
             (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
         });
         match get.await {
             (Ok(Ok(object)), _) => Ok(Client { object }),
             (Ok(Err(e)), _) => Err(self.pool_error(e)),
             (Err(_), spent) => Err(self.deadline_error(started.elapsed(), &spent)),
+        }
+    }
+
+    /// A connection, opening one only while the server has room: when the server refuses a
+    /// new connection for lack of slots (53300, "too many clients", a role's or database's
+    /// limit, also as Neon's proxy forwards them) while this pool holds live connections, the
+    /// pool's effective size becomes what it holds, and the caller waits for a returned
+    /// connection instead of failing. The limit is lifted [`SERVER_FULL_BACKOFF`] after the last
+    /// refusal, so the pool grows again when the server has room.
+    async fn checkout(
+        &self,
+        timeouts: &Timeouts,
+    ) -> Result<managed::Object<Manager>, managed::PoolError<Error>> {
+        loop {
+            if let Some(limit) = self.full.limit() {
+                // Wait for a returned connection rather than ask the full server for another.
+                while {
+                    let s = self.inner.status();
+                    s.available == 0 && s.size >= limit && self.full.limit().is_some()
+                } {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            match self.inner.timeout_get(timeouts).await {
+                Err(managed::PoolError::Backend(e)) if server_full(&e) => {
+                    let held = self.inner.status().size;
+                    if held == 0 {
+                        return Err(managed::PoolError::Backend(e));
+                    }
+                    self.full.shrink(held, &e);
+                }
+                other => return other,
+            }
         }
     }
 

@@ -323,3 +323,64 @@ fn black_hole_inner() {
         ip(&["link", "set", "lo", "up"]);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_makes_callers_wait_for_a_returned_connection_instead_of_failing() {
+    // 8 slots in all; 3 are held by another client, so 5 are left for a pool of 20.
+    let server = support::start_server(ServerOptions::default().conf("max_connections = 8"));
+    let url = support::verified_url(&server);
+    let other = pool(&url, 3).await;
+    let held = futures_join_all((0..3).map(|_| other.get())).await;
+
+    let pool = Options::new(&url)
+        .unwrap()
+        .pool_size(20)
+        .connect()
+        .await
+        .unwrap();
+    let run = |pool: Pool, n: usize| async move {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let mut failed = Vec::new();
+                    for _ in 0..8 {
+                        let r: Result<(), Error> = async {
+                            let c = pool.get().await?;
+                            c.execute("SELECT pg_sleep(0.01)", &[]).await?;
+                            Ok(())
+                        }
+                        .await;
+                        if let Err(e) = r {
+                            failed.push(e.to_string());
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for t in tasks {
+            failed.extend(t.await.unwrap());
+        }
+        failed
+    };
+    let failed = run(pool.clone(), 50).await;
+    let size = pool.status().size;
+    println!(
+        "server full: {} of 400 requests failed; the pool settled at {size} connections (before: 7 of 400 failed)",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(size <= 5, "the pool grew past the server's free slots: {size}");
+
+    // Slots free up; the pool keeps its size for a while, and a burst waits for returns.
+    drop(held);
+    other.close();
+    let failed = run(pool.clone(), 20).await;
+    println!(
+        "burst of 20 after slots freed: {} failed (before: 5 of 20)",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+}
