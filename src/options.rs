@@ -38,6 +38,8 @@ pub struct Options {
     recycle_timeout: Duration,
     roots: Option<Arc<Vec<CertificateDer<'static>>>>,
     health: Health,
+    /// Set by [`Options::statement_timeout`] (already in the connection string's `options`).
+    statement_timeout: Option<Duration>,
     connect_attempts: u32,
     /// The last connector built, reused by `connect_one` while the settings stay the same.
     cached: Arc<std::sync::Mutex<Option<CachedConnector>>>,
@@ -107,6 +109,7 @@ impl Options {
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
             recycle_timeout: DEFAULT_RECYCLE_TIMEOUT,
             roots: None,
+            statement_timeout: None,
             health: Health {
                 max_lifetime: DEFAULT_MAX_LIFETIME,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -181,6 +184,26 @@ impl Options {
         self
     }
 
+    /// The server-side `statement_timeout` of every connection: a statement running longer is
+    /// cancelled by the server, and the caller gets
+    /// [`Diagnosis::QueryStatementTimeout`](crate::Diagnosis::QueryStatementTimeout). It is sent in the startup packet (`-c statement_timeout=<ms>` in
+    /// `options`, as libpq would send it), so it costs no round trip.
+    ///
+    /// Neon's `-pooler` endpoints (PgBouncer in transaction mode) refuse startup options: there,
+    /// [`Options::connect`] fails with a help line that says to set it on the role instead
+    /// (`ALTER ROLE app SET statement_timeout = '5s'`) or per transaction (`SET LOCAL`).
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        let ms = timeout.as_millis().max(1);
+        let setting = format!("-c statement_timeout={ms}");
+        let options = match self.cs.options() {
+            Some(existing) => format!("{existing} {setting}"),
+            None => setting,
+        };
+        self.cs.set_options(options);
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
     /// The `application_name` the server shows for these connections.
     pub fn application_name(mut self, name: impl Into<String>) -> Self {
         self.cs.set_application_name(name);
@@ -229,6 +252,13 @@ impl Options {
         if self.pool_size == 0 {
             return Err(Error::config("the pool size must be at least 1")
                 .with_help("call `pool_size(n)` with n >= 1"));
+        }
+        if let (Some(t), true) = (self.statement_timeout, crate::neon::any_pooler(&self.cs)) {
+            return Err(Error::config(format!(
+                "`statement_timeout` ({} ms) cannot be sent to a pooled (-pooler) endpoint: PgBouncer in transaction mode refuses startup options",
+                t.as_millis()
+            ))
+            .with_help("set it on the role (`ALTER ROLE <user> SET statement_timeout = '5s'`, run once on the direct endpoint), or per transaction with `SET LOCAL statement_timeout`"));
         }
         Ok(())
     }

@@ -372,7 +372,10 @@ async fn a_full_server_makes_callers_wait_for_a_returned_connection_instead_of_f
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}");
-    assert!(size <= 5, "the pool grew past the server's free slots: {size}");
+    assert!(
+        size <= 5,
+        "the pool grew past the server's free slots: {size}"
+    );
 
     // Slots free up; the pool keeps its size for a while, and a burst waits for returns.
     drop(held);

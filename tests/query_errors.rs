@@ -288,3 +288,50 @@ async fn a_connection_killed_under_a_client_is_lost_and_retryable() {
     assert!(err.is_retryable());
     assert!(!err.to_string().contains('\n'));
 }
+
+#[tokio::test]
+async fn a_typed_statement_timeout_applies_to_every_connection() {
+    let server = PgServer::shared();
+    trust_test_ca_as_system_store().expect("test CA bundle");
+    let pool = Options::new(&server.url())
+        .unwrap()
+        .statement_timeout(Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    let err = Error::from(
+        client
+            .execute("SELECT pg_sleep(2)", &[])
+            .await
+            .expect_err("timed out"),
+    );
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryStatementTimeout));
+    let setting: String = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(setting, "100ms");
+}
+
+#[tokio::test]
+async fn a_statement_timeout_on_a_pooler_endpoint_says_where_to_set_it_instead() {
+    // Refused before anything is sent: no network.
+    let err = Options::new(
+        "postgresql://app:pw@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/neondb",
+    )
+    .unwrap()
+    .statement_timeout(Duration::from_secs(5))
+    .connect()
+    .await
+    .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::ConnectionString);
+    assert!(
+        err.to_string().starts_with(
+            "`statement_timeout` (5000 ms) cannot be sent to a pooled (-pooler) endpoint"
+        ),
+        "{err}"
+    );
+    assert!(err.help().unwrap().contains("ALTER ROLE"));
+}
