@@ -115,6 +115,7 @@ impl Options {
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 check_after_idle: DEFAULT_CHECK_AFTER_IDLE,
                 check_timeout: DEFAULT_RECYCLE_TIMEOUT,
+                query_timeout: None,
             },
             connect_attempts: crate::connect::DEFAULT_CONNECT_ATTEMPTS,
             cached: Arc::default(),
@@ -201,6 +202,19 @@ impl Options {
         };
         self.cs.set_options(options);
         self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// A client-side deadline for every request on a pooled connection (node-postgres calls it
+    /// `query_timeout`; none by default). It fires even when the path to the server is stuck
+    /// and the server's own `statement_timeout` cannot answer: the caller waiting gets
+    /// [`Diagnosis::QueryTimeout`](crate::Diagnosis::QueryTimeout) at once (SQLSTATE 57014, with
+    /// a message naming the deadline), the statement is cancelled on the server, and the
+    /// connection is retired. The deadline counts from the request being sent, and starts
+    /// again whenever an answer arrives. Costs nothing per query when not set; when set, one
+    /// timer per busy connection.
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.health.query_timeout = Some(timeout);
         self
     }
 

@@ -59,6 +59,8 @@ pub(crate) struct Health {
     pub(crate) check_after_idle: Duration,
     /// The deadline of one network check at checkout (`Options::recycle_timeout`).
     pub(crate) check_timeout: Duration,
+    /// The client-side deadline of every request (`Options::query_timeout`).
+    pub(crate) query_timeout: Option<Duration>,
 }
 
 /// A pooled client: derefs to [`deadpool::managed::Object`], so to [`PooledConnection`],
@@ -234,23 +236,45 @@ impl managed::Manager for Manager {
         let live = Live(self.live.clone());
         let host = info.host.clone();
         let (goodbye, closing) = tokio::sync::oneshot::channel::<()>();
+        let cancel = cancel_tls.map(|tls| (client.cancel_token(), tls));
+        if let (Some(t), Some(p)) = (self.health.query_timeout, &probe) {
+            p.session.set_query_timeout(t);
+        }
+        let (watched, cancel_on_expiry) = (probe.clone(), cancel.clone());
         // The task owns the connection. When the pool drops the client (retired, closed),
         // tokio-postgres sends Terminate and closes TLS with close_notify; the task waits for
-        // that at most GOODBYE_TIMEOUT (a dead path cannot take a goodbye).
+        // that at most GOODBYE_TIMEOUT (a dead path cannot take a goodbye). With a query
+        // deadline it also watches the requests, and cancels the statement when one expires.
         tokio::spawn(async move {
             tokio::pin!(connection);
-            let result = tokio::select! {
-                r = &mut connection => r,
-                _ = closing => match tokio::time::timeout(GOODBYE_TIMEOUT, &mut connection).await {
-                    Ok(r) => r,
-                    Err(_) => Ok(()),
-                },
+            tokio::pin!(closing);
+            let watch = async {
+                match &watched {
+                    Some(p) => p.session.watch().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(watch);
+            let mut expired = false;
+            let result = loop {
+                tokio::select! {
+                    r = &mut connection => break r,
+                    _ = &mut closing => break match tokio::time::timeout(GOODBYE_TIMEOUT, &mut connection).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(()),
+                    },
+                    () = &mut watch, if !expired => {
+                        expired = true;
+                        tracing::debug!(target: "neon_connect", host = %host, "a request passed its query_timeout: cancelling it and retiring the connection");
+                        let (cancel, host) = (cancel_on_expiry.clone(), host.clone());
+                        tokio::spawn(async move { send_cancel(cancel, &host).await });
+                    }
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(target: "neon_connect", host = %host, "connection ended: {e}");
             }
         });
-        let cancel = cancel_tls.map(|tls| (client.cancel_token(), tls));
         // deadpool-postgres's wrapper aborts the task it is given when dropped, which would cut
         // the goodbye short: it gets a finished placeholder, and the real task ends by itself.
         let placeholder = tokio::spawn(async {});

@@ -387,3 +387,82 @@ async fn a_full_server_makes_callers_wait_for_a_returned_connection_instead_of_f
     );
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+#[tokio::test]
+async fn a_query_timeout_answers_the_caller_cancels_the_statement_and_retires_the_connection() {
+    let server = support::shared_server();
+    support::shared_server();
+    let pool = Options::new(&support::verified_url(server))
+        .unwrap()
+        .pool_size(1)
+        .query_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    let started = Instant::now();
+    let err = Error::from(
+        client
+            .query_one("SELECT pg_sleep(5) /* past query_timeout */", &[])
+            .await
+            .expect_err("the deadline fires"),
+    );
+    let took = started.elapsed();
+    println!("query_timeout=300ms on pg_sleep(5): the caller got its error after {took:?}: {err}");
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryTimeout), "{err:#}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(!err.to_string().contains('\n'));
+    drop(client);
+    let s = server;
+    let gone = tokio::task::spawn_blocking(move || {
+        !still_running(
+            s,
+            "SELECT pg_sleep(5) /* past query_timeout",
+            Duration::from_secs(2),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(gone, "the statement was cancelled on the server");
+    assert_eq!(
+        support::select_one(&pool).await,
+        Ok(1),
+        "a fresh connection"
+    );
+}
+
+#[tokio::test]
+async fn a_query_timeout_fires_on_a_stuck_path() {
+    let server = support::shared_server();
+    let relay = Relay::start(server.port()).unwrap();
+    let url = support::verified_url(server).replace(
+        &format!("localhost:{}", server.port()),
+        &format!("localhost:{}", relay.port()),
+    );
+    let pool = Options::new(&url)
+        .unwrap()
+        .pool_size(1)
+        .query_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    relay.freeze();
+    let client = pool.get().await.unwrap();
+    let started = Instant::now();
+    let err = Error::from(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .expect_err("no answer through a frozen path"),
+    );
+    let took = started.elapsed();
+    println!("query_timeout=500ms through a stuck middlebox: error after {took:?}");
+    assert_eq!(err.diagnosis(), Some(Diagnosis::QueryTimeout), "{err:#}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    drop(client);
+    assert_eq!(
+        support::select_one(&pool).await,
+        Ok(1),
+        "a fresh connection"
+    );
+}

@@ -313,6 +313,10 @@ catalogue![
         "canceling statement due to statement timeout (SQLSTATE 57014 query_canceled)",
         "the statement ran longer than the server's `statement_timeout`",
         "make the statement faster (an index, a smaller batch), or raise `statement_timeout` for it (`SET LOCAL statement_timeout = '30s'` inside its transaction)";
+    QueryTimeout = "query-timeout", Timeout, false,
+        "canceling statement due to the client-side query_timeout of 1.0s: no answer came in time (...) (SQLSTATE 57014 query_canceled)",
+        "no answer arrived within `Options::query_timeout`: a slow statement, or a path to the server that stopped carrying packets; the statement was cancelled and the connection retired",
+        "run it again (a fresh connection is taken); if the statement is just slow, make it faster or raise `query_timeout`";
     QueryCanceled = "query-canceled", Query, false,
         "canceling statement due to user request (SQLSTATE 57014 query_canceled)",
         "a cancel request stopped the statement (an abandoned query, `pg_cancel_backend`, a client-side deadline)",

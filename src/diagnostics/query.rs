@@ -24,6 +24,7 @@ fn classify_db(db: &DbError) -> Error {
     let d = match code {
         "40001" => Diagnosis::QuerySerializationFailure,
         "40P01" => Diagnosis::QueryDeadlock,
+        "57014" if text.contains("query_timeout") => Diagnosis::QueryTimeout,
         "57014" if text.contains("statement timeout") => Diagnosis::QueryStatementTimeout,
         "57014" => Diagnosis::QueryCanceled,
         // An administrator, a restart, a failover or an idle cut-off ended the session.

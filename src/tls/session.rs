@@ -6,7 +6,16 @@
 //! Only message boundaries and types are read (and the one status byte of `ReadyForQuery`):
 //! never a message's contents.
 
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the first call in this process (never 0).
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
 
 /// The shared state of one connection's protocol session.
 #[derive(Debug, Default)]
@@ -19,6 +28,17 @@ pub(crate) struct Session {
     transaction: AtomicU8,
     /// Who holds the connection: see the `HELD`, `ABANDONED` and `POISONED` states.
     state: AtomicU8,
+    /// The client-side query deadline (`Options::query_timeout`), in ms; 0: none.
+    query_timeout_ms: AtomicU64,
+    /// When the oldest request still due was sent, or the last answer arrived (`now_ms`); 0
+    /// when nothing is due. Kept only with a query deadline.
+    busy_since: AtomicU64,
+    /// The query deadline passed: the stream answers what is due itself and takes no more.
+    expired: AtomicBool,
+    /// The connection task's read waker, kept while a query deadline is set.
+    waker: Mutex<Option<Waker>>,
+    /// Wakes the watchdog when a request is sent on an idle connection.
+    became_busy: tokio::sync::Notify,
 }
 
 /// In use, or idle in the pool after a clean return.
@@ -44,6 +64,79 @@ pub(crate) enum Verdict {
 }
 
 impl Session {
+    /// Sets the client-side query deadline (before the connection is handed out).
+    pub(crate) fn set_query_timeout(&self, timeout: Duration) {
+        self.query_timeout_ms
+            .store(timeout.as_millis().max(1) as u64, Ordering::Release);
+    }
+
+    /// The client-side query deadline, if one is set.
+    pub(crate) fn query_timeout(&self) -> Option<Duration> {
+        match self.query_timeout_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Whether the query deadline passed (the connection is retired).
+    pub(crate) fn expired(&self) -> bool {
+        self.expired.load(Ordering::Acquire)
+    }
+
+    /// Keeps the read waker, so that an expired deadline can wake the connection's task.
+    pub(crate) fn keep_waker(&self, waker: &Waker) {
+        let mut slot = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Waits until the oldest request due has had no answer for the query deadline, then
+    /// marks the session expired (and poisoned: never handed out again) and wakes the
+    /// connection's task. Runs in the connection's task while a deadline is set.
+    pub(crate) async fn watch(&self) {
+        let Some(timeout) = self.query_timeout() else {
+            return std::future::pending().await;
+        };
+        let limit = timeout.as_millis() as u64;
+        loop {
+            let since = self.busy_since.load(Ordering::Acquire);
+            if since == 0 {
+                self.became_busy.notified().await;
+                continue;
+            }
+            let now = now_ms();
+            if now < since + limit {
+                tokio::time::sleep(Duration::from_millis(since + limit - now)).await;
+                continue;
+            }
+            self.state.store(POISONED, Ordering::Release);
+            self.expired.store(true, Ordering::Release);
+            if let Some(w) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                w.wake();
+            }
+            return;
+        }
+    }
+
+    fn sent_request(&self) {
+        let before = self.pending.fetch_add(1, Ordering::AcqRel);
+        if before <= 0 && self.query_timeout_ms.load(Ordering::Relaxed) != 0 {
+            self.busy_since.store(now_ms(), Ordering::Release);
+            self.became_busy.notify_one();
+        }
+    }
+
+    fn got_ready(&self, status: u8) {
+        self.transaction.store(status, Ordering::Release);
+        let before = self.pending.fetch_sub(1, Ordering::AcqRel);
+        if self.query_timeout_ms.load(Ordering::Relaxed) != 0 {
+            // Progress: the next request due gets a full deadline of its own.
+            let since = if before > 1 { now_ms() } else { 0 };
+            self.busy_since.store(since, Ordering::Release);
+        }
+    }
+
     /// Requests still awaiting their `ReadyForQuery`.
     pub(crate) fn pending(&self) -> i64 {
         self.pending.load(Ordering::Acquire)
@@ -52,12 +145,12 @@ impl Session {
     /// Called when the user gives the connection back: true when it was abandoned with a
     /// request in flight (the caller then arranges for a cancel after a grace period).
     pub(crate) fn returned(&self) -> bool {
-        if self.pending() > 0 {
-            self.state.store(ABANDONED, Ordering::Release);
-            true
-        } else {
-            false
-        }
+        // A poisoned connection (already cancelled, or past its query deadline) stays so.
+        self.pending() > 0
+            && self
+                .state
+                .compare_exchange(HELD, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// After the grace period: true when the request is still running and this call is the
@@ -122,7 +215,7 @@ impl Framer {
     pub(crate) fn wrote(&mut self, session: &Session, data: &[u8]) {
         self.feed(data, !self.started, |ty, _| {
             if matches!(ty, b'Q' | b'S' | b'F' | 0) {
-                session.pending.fetch_add(1, Ordering::AcqRel);
+                session.sent_request();
             }
         });
     }
@@ -131,10 +224,14 @@ impl Framer {
     pub(crate) fn read(&mut self, session: &Session, data: &[u8]) {
         self.feed(data, false, |ty, status| {
             if ty == b'Z' {
-                session.transaction.store(status, Ordering::Release);
-                session.pending.fetch_sub(1, Ordering::AcqRel);
+                session.got_ready(status);
             }
         });
+    }
+
+    /// Whether the stream is between two messages (nothing half read).
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.have == 0 && self.skip == 0
     }
 
     /// Walks `data`; `untyped` when the next message is the startup message (reported as
@@ -183,6 +280,37 @@ impl Framer {
             }
         }
     }
+}
+
+/// What the stream answers for each request still due when the query deadline passed: an
+/// `ErrorResponse` (SQLSTATE 57014 query_canceled, with a message naming the deadline) and a
+/// `ReadyForQuery`, so that every caller waiting gets a readable error at once. The server never
+/// sent these: the connection is retired, and its statement cancelled, right after.
+pub(crate) fn deadline_answers(pending: i64, timeout: Duration) -> Vec<u8> {
+    let message = format!(
+        "canceling statement due to the client-side query_timeout of {:.1}s: no answer came in time (neon-connect cancelled it and retired the connection)",
+        timeout.as_secs_f64()
+    );
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', "57014"),
+        (b'M', &message),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = Vec::new();
+    for _ in 0..pending.max(1) {
+        out.push(b'E');
+        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+    }
+    out
 }
 
 #[cfg(test)]

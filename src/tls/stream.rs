@@ -444,6 +444,7 @@ where
                 probe: self.probe.clone(),
                 wrote: Framer::default(),
                 read: Framer::default(),
+                answers: None,
             })
         })
     }
@@ -506,6 +507,8 @@ pub struct TlsStream<S> {
     probe: Arc<Probe>,
     wrote: Framer,
     read: Framer,
+    /// Once the query deadline passed: what is left to hand to the driver in the server's place.
+    answers: Option<Vec<u8>>,
 }
 
 impl<S> fmt::Debug for TlsStream<S> {
@@ -532,15 +535,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> tokio_postgres::tls::TlsStream for TlsSt
     }
 }
 
+impl<S> TlsStream<S> {
+    /// After the query deadline passed: the answers the server did not give (see
+    /// `session::deadline_answers`), then nothing more; the real socket is not read again.
+    fn answer_for_the_server(&mut self, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let session = &self.probe.session;
+        let answers = match &mut self.answers {
+            Some(a) => a,
+            None if !self.read.at_boundary() => {
+                // Half a server message was already passed on: no clean answer is possible.
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client-side query_timeout passed in the middle of a server message",
+                )));
+            }
+            None => {
+                let timeout = session.query_timeout().unwrap_or_default();
+                self.answers
+                    .insert(super::session::deadline_answers(session.pending(), timeout))
+            }
+        };
+        if answers.is_empty() {
+            // Retired: the pool replaces it, and dropping it ends this task.
+            return Poll::Pending;
+        }
+        let n = answers.len().min(buf.remaining());
+        buf.put_slice(&answers[..n]);
+        answers.drain(..n);
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let this = &mut *self;
+        if this.probe.session.expired() {
+            return this.answer_for_the_server(buf);
+        }
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if poll.is_pending() && this.probe.session.query_timeout().is_some() {
+            this.probe.session.keep_waker(cx.waker());
+        }
         if let (Poll::Ready(Ok(())), Some(sniff)) = (&poll, &mut this.sniff) {
             match sniff.read(&buf.filled()[before..]) {
                 Ok(false) => {}
@@ -568,6 +608,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.probe.session.expired() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection was retired: its client-side query_timeout passed",
+            )));
+        }
         if let Some(sniff) = &mut self.sniff {
             sniff.write(buf);
         }
@@ -589,6 +635,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.probe.session.expired() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection was retired: its client-side query_timeout passed",
+            )));
+        }
         if let Some(sniff) = &mut self.sniff {
             if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
                 sniff.write(first);
