@@ -46,18 +46,9 @@
 //!
 //! # Features
 //!
-//! | feature | what it does | default |
-//! |---|---|---|
-//! | `ring` | rustls with the *ring* crypto provider | yes |
-//! | `aws-lc-rs` | rustls with aws-lc-rs | no |
-//! | `webpki-roots` | Mozilla's roots when the system store is empty | no |
-//! | `serde` | `PoolSettings`: pool settings from configuration | no |
-//! | `cli` | the `neon-doctor` program | no |
+//! (The same table is the README's "Feature flags"; a test keeps the two equal.)
 //!
-//! `ring` and `aws-lc-rs` only choose the rustls crypto provider and add no API (a provider the
-//! application installed with `CryptoProvider::install_default` wins over both); docs.rs builds
-//! with `ring`, `serde` and `webpki-roots`. The real-server test fixture is its own crate,
-//! `neon-connect-testing`.
+#![doc = include_str!("../docs/features.md")]
 //!
 //! The minimum supported Rust version is 1.85.
 //!
@@ -105,6 +96,19 @@ pub use pool::{
     DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, GOODBYE_TIMEOUT,
 };
 pub use tls::{TlsInfo, TlsStream, Verification};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_readme_shows_the_crate_docs_feature_table() {
+        let readme = include_str!("../README.md");
+        let table = include_str!("../docs/features.md");
+        assert!(
+            readme.contains(table),
+            "README's Feature flags differ from docs/features.md"
+        );
+    }
+}
 
 /// The README's code blocks, compiled as doctests.
 #[cfg(doctest)]

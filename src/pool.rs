@@ -466,8 +466,8 @@ impl Pool {
     }
 
     /// A connection from the pool, opening one if none is idle and the pool is not full.
-    /// Idle connections that are closed, past [`Options::max_lifetime`] or
-    /// [`Options::idle_timeout`], or fail the check of [`Options::check_after_idle`], are
+    /// Idle connections that are closed, past [`Options::max_lifetime`](crate::Options::max_lifetime) or
+    /// [`Options::idle_timeout`](crate::Options::idle_timeout), or fail the check of [`Options::check_after_idle`](crate::Options::check_after_idle), are
     /// replaced first, without an error; opening one retries what a retry can fix within
     /// `connect_timeout` (see [`crate::DEFAULT_CONNECT_ATTEMPTS`]).
     ///

@@ -227,7 +227,7 @@ pub enum Source {
     Environment,
     /// The crate's default.
     Default,
-    /// Set in code, through a setter such as [`ConnectionString::set_password`].
+    /// Set in code, through a setter such as [`ConnectionString::set_password`](crate::ConnectionString::set_password).
     Code,
     /// The password file (`PGPASSFILE`, or `~/.pgpass`).
     PasswordFile,

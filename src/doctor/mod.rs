@@ -70,7 +70,6 @@ struct Doctor<'a> {
 pub(super) struct Target {
     pub(super) name: String,
     pub(super) port: u16,
-    pub(super) addr: SocketAddr,
     pub(super) stream: TcpStream,
 }
 
@@ -94,12 +93,12 @@ impl Doctor<'_> {
     }
 
     async fn run(&mut self, input: &str) {
-        let Some((options, connector)) = self.connection_string(input).await else {
+        let Some(connector) = self.connection_string(input).await else {
             return;
         };
         let cs = &connector.cs;
         if cs.hosts().iter().all(|h| matches!(h, Host::Unix(_))) && !cs.hosts().is_empty() {
-            self.unix_socket(&connector, &options).await;
+            self.unix_socket(&connector).await;
             return;
         }
         let Some(addresses) = self.dns(&connector).await else {
@@ -113,7 +112,7 @@ impl Doctor<'_> {
     }
 
     /// Step 1. `None` when it failed.
-    async fn connection_string(&mut self, input: &str) -> Option<(Options, Arc<Connector>)> {
+    async fn connection_string(&mut self, input: &str) -> Option<Arc<Connector>> {
         let started = Instant::now();
         let mut step = StepReport::new(0);
         let options = match Options::new(input) {
@@ -137,8 +136,7 @@ impl Doctor<'_> {
         };
         describe_policy(&mut step, &connector.policy);
         step.warnings = warnings(cs, &connector.policy);
-        self.finish(step, Some(started))
-            .then_some((options, connector))
+        self.finish(step, Some(started)).then_some(connector)
     }
 
     /// Step 2: every TCP host's addresses. `None` when no host resolved.
@@ -232,12 +230,7 @@ impl Doctor<'_> {
                             format!("reachable in {}", format_duration(took)),
                         );
                         tried.push(json!({"address": addr.to_string(), "reachable": true, "elapsed_ms": ms(took)}));
-                        target = Some(Target {
-                            name,
-                            port,
-                            addr,
-                            stream,
-                        });
+                        target = Some(Target { name, port, stream });
                         break 'hosts;
                     }
                     Ok(Err(e)) => {
@@ -511,7 +504,7 @@ impl Doctor<'_> {
     }
 
     /// Steps 2 to 6 for a Unix socket: no DNS, no TCP, no TLS (as in libpq).
-    async fn unix_socket(&mut self, connector: &Connector, _options: &Options) {
+    async fn unix_socket(&mut self, connector: &Connector) {
         let mut dns = StepReport::new(1);
         dns.text("host", "a Unix socket: no lookup");
         self.finish(dns, None);

@@ -119,7 +119,7 @@ impl StepReport {
     }
 }
 
-/// What [`check`] found: every step, in order.
+/// What [`check`](super::check) found: every step, in order.
 #[derive(Debug)]
 pub struct Report {
     /// The six steps; those after a failure are skipped.

@@ -126,7 +126,6 @@ pub(super) async fn inspect(
         // The real policy, not the inspection's.
         info.verification = policy.verification;
         info.roots = policy.roots.describe();
-        let _ = target.addr;
         info
     })
 }

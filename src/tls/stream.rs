@@ -472,11 +472,10 @@ enum Digest {
 /// The `tls-server-end-point` digest for the leaf certificate (RFC 5929 §4.1): the hash of
 /// its signature algorithm, SHA-1 upgraded to SHA-256; none for Ed25519 and the like.
 fn binding_digest(leaf: &CertificateDer<'_>) -> Option<(&'static str, Digest)> {
-    use x509_cert::der::oid::db::{rfc5912::*, rfc8410::*};
+    use x509_cert::der::oid::db::rfc5912::*;
     use x509_cert::der::Decode;
     let cert = x509_cert::Certificate::from_der(leaf).ok()?;
     let oid = cert.signature_algorithm.oid;
-    let _ = ID_ED_25519;
     if [
         ID_SHA_1,
         ID_SHA_256,
