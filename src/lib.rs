@@ -97,19 +97,6 @@ pub use pool::{
 };
 pub use tls::{TlsInfo, TlsStream, Verification};
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_readme_shows_the_crate_docs_feature_table() {
-        let readme = include_str!("../README.md");
-        let table = include_str!("../docs/features.md");
-        assert!(
-            readme.contains(table),
-            "README's Feature flags differ from docs/features.md"
-        );
-    }
-}
-
 /// The README's code blocks, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -131,4 +118,17 @@ pub use tokio_postgres_rustls;
 /// Any [`ErrorKind`]; the error's `Display` says what failed, at which step, and the fix.
 pub async fn neon_connect(url: &str) -> Result<Pool, Error> {
     Options::new(url)?.connect().await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_readme_shows_the_crate_docs_feature_table() {
+        let readme = include_str!("../README.md");
+        let table = include_str!("../docs/features.md");
+        assert!(
+            readme.contains(table),
+            "README's Feature flags differ from docs/features.md"
+        );
+    }
 }
