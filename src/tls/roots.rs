@@ -118,8 +118,14 @@ pub(crate) fn root_store(roots: &Roots) -> Result<Arc<RootCertStore>, Error> {
 fn load_root_file(path: &Path) -> Result<RootCertStore, Error> {
     let root_err = |m: String| Error::new(ErrorKind::RootCertificates, m).with_step(Step::Config);
     let data = std::fs::read(path).map_err(|e| {
-        root_err(format!("could not read the root certificate file {}", path.display()))
-            .with_help(if e.kind() == io::ErrorKind::NotFound {
+        let missing = e.kind() == io::ErrorKind::NotFound;
+        let message = if missing {
+            format!("the root certificate file {} does not exist", path.display())
+        } else {
+            format!("could not read the root certificate file {}: {e}", path.display())
+        };
+        root_err(message)
+            .with_help(if missing {
                 "check the `sslrootcert` path (or PGSSLROOTCERT); use `sslrootcert=system` for the system's roots"
             } else {
                 "make the file readable by this process"

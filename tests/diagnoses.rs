@@ -1,0 +1,148 @@
+//! Each arm of the classifier provoked for real: the server's SQLSTATEs sent byte for byte by a
+//! scripted peer behind a trusted certificate (as PostgreSQL sends them during login), and
+//! network failures from real sockets on 127.0.0.1. Each case asserts the diagnosis, whether
+//! it was retried, the one-line message, and that no secret shows.
+
+mod support;
+
+use neon_connect::{ConnectionString, Diagnosis, Error, ErrorKind, Options};
+use neon_connect_testing::neon::{FakeNeonProxy, Script};
+use std::time::{Duration, Instant};
+
+/// Connects through `port` on localhost with a short budget; returns the error, how many
+/// connections the peer saw, and how long it took.
+async fn provoke(port: u16, connections: impl Fn() -> usize) -> (Error, usize) {
+    support::shared_server();
+    let cs = ConnectionString::parse(&format!(
+        "postgresql://neon:npg_DiagSecret1@localhost:{port}/neondb"
+    ))
+    .unwrap();
+    let err = Options::from_connection_string(cs)
+        .connect_timeout(Duration::from_secs(2))
+        .connect_attempts(3)
+        .connect()
+        .await
+        .expect_err("must fail");
+    let all = format!("{err} {err:#} {err:?}");
+    assert!(!all.contains("npg_DiagSecret1"), "a secret leaked: {all}");
+    assert!(!err.to_string().contains('\n'), "not one line: {err}");
+    (err, connections())
+}
+
+#[tokio::test]
+async fn each_sqlstate_the_server_sends_at_login() {
+    // (SQLSTATE, PostgreSQL's own text, diagnosis, retried)
+    let cases = [
+        ("57P03", "the database system is starting up", Diagnosis::ServerStarting, true),
+        ("57P03", "the database system is shutting down", Diagnosis::ServerStarting, true),
+        ("53300", "sorry, too many clients already", Diagnosis::TooManyConnections, true),
+        ("53300", "remaining connection slots are reserved for non-replication superuser connections", Diagnosis::TooManyConnections, true),
+        ("53300", "too many connections for role \"neon\"", Diagnosis::RoleConnectionLimit, true),
+        ("57P01", "terminating connection due to administrator command", Diagnosis::ServerTerminated, true),
+        ("57P02", "terminating connection because of crash of another server process", Diagnosis::ServerTerminated, true),
+        ("28000", "no pg_hba.conf entry for host \"127.0.0.1\", user \"neon\", database \"neondb\", SSL encryption", Diagnosis::AuthRejected, false),
+        ("28P01", "password authentication failed for user \"neon\"", Diagnosis::AuthPassword, false),
+        ("3D000", "database \"neondb\" does not exist", Diagnosis::DatabaseMissing, false),
+        ("0A000", "unsupported frontend protocol 3.0: server supports 2.0 to 2.0", Diagnosis::ServerOther, false),
+    ];
+    for (code, message, want, retried) in cases {
+        let proxy = FakeNeonProxy::start(Script::FailThenRelay {
+            n: usize::MAX,
+            code: code.into(),
+            message: message.into(),
+            upstream: 1,
+        })
+        .await
+        .unwrap();
+        let (err, seen) = provoke(proxy.port(), || proxy.connections()).await;
+        assert_eq!(err.diagnosis(), Some(want), "{code} {message}: {err:#}");
+        assert_eq!(err.is_retryable(), retried, "{code}: {err}");
+        assert_eq!(seen > 1, retried, "{code}: retried {seen} times: {err:#}");
+        assert!(
+            err.to_string().contains(message) || want == Diagnosis::AuthPassword,
+            "{err}"
+        );
+        assert!(err.help().is_some());
+    }
+}
+
+/// A listener on 127.0.0.1 that does `what` with every connection.
+async fn listener(what: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            match what {
+                // Read the TLS request, then close: the client reads EOF where the answer
+                // should be. (Closing with it unread would send an RST.)
+                "close" => {
+                    use tokio::io::AsyncReadExt;
+                    let mut s = s;
+                    let mut request = [0u8; 8];
+                    let _ = s.read_exact(&mut request).await;
+                    drop(s);
+                }
+                // Abort: an RST instead of a FIN.
+                "reset" => {
+                    let s = s.into_std().unwrap();
+                    socket2::SockRef::from(&s)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                    drop(s);
+                }
+                _ => held.push(s),
+            }
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn connections_closed_reset_or_unanswered() {
+    for (what, want, kind) in [
+        ("close", Diagnosis::NetworkClosed, ErrorKind::Closed),
+        ("reset", Diagnosis::NetworkReset, ErrorKind::Network),
+        ("silent", Diagnosis::TimeoutTls, ErrorKind::Timeout),
+    ] {
+        let (port, task) = listener(what).await;
+        let started = Instant::now();
+        let (err, _) = provoke(port, || 0).await;
+        task.abort();
+        assert_eq!(err.diagnosis(), Some(want), "{what}: {err:#}");
+        assert_eq!(err.kind(), kind, "{what}");
+        assert!(err.is_retryable(), "{what}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_closed_port_is_refused_and_retried() {
+    let port = support::free_port();
+    let (err, _) = provoke(port, || 0).await;
+    assert_eq!(err.diagnosis(), Some(Diagnosis::NetworkRefused), "{err:#}");
+    assert!(err.is_retryable());
+    assert!(
+        err.to_string()
+            .starts_with(&format!("connection refused by \"localhost:{port}\"")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_root_certificate_file_that_does_not_exist_says_so() {
+    let cs = ConnectionString::parse(
+        "postgresql://neon@localhost/neondb?sslrootcert=/nonexistent/ca.pem",
+    )
+    .unwrap();
+    let err = Options::from_connection_string(cs)
+        .connect()
+        .await
+        .expect_err("no such file");
+    assert_eq!(err.kind(), ErrorKind::RootCertificates);
+    assert!(
+        err.to_string()
+            .starts_with("the root certificate file /nonexistent/ca.pem does not exist; help: check the `sslrootcert` path"),
+        "{err}"
+    );
+}
