@@ -101,6 +101,29 @@ async fn no_certificate_when_the_server_wants_one_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_client_certificate_the_server_rejects_points_at_the_client_certificate() {
+    let dir = Dir::new("untrusted");
+    // Issued by a CA the server does not trust.
+    let other = TestCa::new("not the server's CA").unwrap();
+    let (cert, key) = other.issue(&LeafSpec::client("neon")).unwrap();
+    let c = dir.write("c.crt", &cert, 0o644);
+    let k = dir.write("c.key", &key, 0o600);
+    let err = connect(Some(&c), Some(&k)).await.expect_err("rejected");
+    assert_eq!(
+        err.diagnosis(),
+        Some(neon_connect::Diagnosis::TlsClientCertificateRejected),
+        "{err:#}"
+    );
+    assert!(!err.is_retryable());
+    let line = err.to_string();
+    assert!(line.contains("rejected the client certificate"), "{line}");
+    assert!(err
+        .help()
+        .unwrap()
+        .starts_with("check the client certificate (`sslcert`)"));
+}
+
+#[tokio::test]
 async fn a_key_that_does_not_match_the_certificate_is_refused() {
     let dir = Dir::new("mismatch");
     let (cert, _) = issue(KeyAlgorithm::EcdsaP256);
