@@ -302,7 +302,9 @@ impl managed::Manager for Manager {
             // The server ended it (57P01 on restart or scale-to-zero, a crash) or the socket broke.
             "the connection was closed"
         } else if verdict == Some(Verdict::CancelAndReplace) {
-            send_cancel(conn.cancel.clone(), &conn.info.host).await;
+            // In the background: the caller gets another connection without waiting for it.
+            let (cancel, host) = (conn.cancel.clone(), conn.info.host.clone());
+            tokio::spawn(async move { send_cancel(cancel, &host).await });
             "its last user abandoned a statement that was still running (cancelled)"
         } else if verdict == Some(Verdict::Replace) {
             "its last user abandoned a statement that was still running"
