@@ -2,7 +2,7 @@
 //! recycle check that drops closed, old and long-idle connections. Built by
 //! [`Options::connect`](crate::Options::connect).
 
-use crate::connect::{Connected, ConnectionInfo, Connector};
+use crate::connect::{Connected, ConnectionInfo, Connector, RoleWatch, Watched};
 use crate::diagnostics::{diagnose, Diagnosis};
 use crate::error::{Error, ErrorKind, Step};
 use crate::tls::{MakeTls, Probe, Verdict};
@@ -173,6 +173,8 @@ pub struct PooledConnection {
     probe: Option<Arc<Probe>>,
     /// How to cancel its running statement (TLS connections).
     cancel: Option<(tokio_postgres::CancelToken, MakeTls)>,
+    /// Whether its server still is what `target_session_attrs` asks for.
+    role: Arc<RoleWatch>,
     /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
     _goodbye: tokio::sync::oneshot::Sender<()>,
 }
@@ -210,6 +212,7 @@ impl managed::Manager for Manager {
             info,
             probe,
             cancel_tls,
+            role,
         } = self.connector.connect().await?;
         trace(|t| t.opening = None);
         let host = info.host.clone();
@@ -217,6 +220,7 @@ impl managed::Manager for Manager {
         // The task owns the connection. When the pool drops the client (retired, closed),
         // tokio-postgres sends Terminate and closes TLS with close_notify; the task waits for
         // that at most GOODBYE_TIMEOUT (a dead path cannot take a goodbye).
+        let connection = Watched::new(connection, role.clone());
         tokio::spawn(async move {
             tokio::pin!(connection);
             let result = tokio::select! {
@@ -239,6 +243,7 @@ impl managed::Manager for Manager {
             info,
             probe,
             cancel,
+            role,
             _goodbye: goodbye,
         })
     }
@@ -256,6 +261,10 @@ impl managed::Manager for Manager {
         let reason = if conn.is_closed() {
             // The server ended it (57P01 on restart or scale-to-zero, a crash) or the socket broke.
             "the connection was closed"
+        } else if let Some(role) = conn.role.mismatch() {
+            // It turned read-only (or was promoted) under us: a write on it failed with 25006.
+            tracing::info!(target: "neon_connect", host = %conn.info.host, role = role.as_str(), "retiring a pooled connection: its server is now a {role}, which target_session_attrs does not accept");
+            "its server is no longer what target_session_attrs asks for"
         } else if verdict == Some(Verdict::CancelAndReplace) {
             send_cancel(conn.cancel.clone(), &conn.info.host).await;
             "its last user abandoned a statement that was still running (cancelled)"
