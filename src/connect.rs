@@ -864,11 +864,15 @@ pub(crate) fn driver_config(cs: &ConnectionString) -> tokio_postgres::Config {
             .unwrap_or(DEFAULT_KEEPALIVES_INTERVAL),
     );
     c.keepalives_retries(cs.keepalives_count().unwrap_or(DEFAULT_KEEPALIVES_COUNT));
+    // For other drivers (`Options::tokio_postgres_config`): the nearest of tokio-postgres's
+    // three values. The crate's own connections use `Any` and check every value themselves.
     c.target_session_attrs(match cs.target_session_attrs() {
-        Some(TargetSessionAttrs::ReadWrite) => {
+        Some(TargetSessionAttrs::ReadWrite | TargetSessionAttrs::Primary) => {
             tokio_postgres::config::TargetSessionAttrs::ReadWrite
         }
-        Some(TargetSessionAttrs::ReadOnly) => tokio_postgres::config::TargetSessionAttrs::ReadOnly,
+        Some(TargetSessionAttrs::ReadOnly | TargetSessionAttrs::Standby) => {
+            tokio_postgres::config::TargetSessionAttrs::ReadOnly
+        }
         _ => tokio_postgres::config::TargetSessionAttrs::Any,
     });
     c
