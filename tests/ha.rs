@@ -423,3 +423,36 @@ async fn failover_under_load_loses_no_acknowledged_write() {
     }
     eprintln!("worst promotion to first successful write over {runs} run(s): {worst:?}");
 }
+
+/// A `standby` pool whose standby is promoted: the server reports `in_hot_standby=off` with
+/// the next statement's answer, and the pool stops handing that connection out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_pool_lets_go_of_a_promoted_standby() {
+    let pair = start_pair();
+    let url = with_query(
+        &pair,
+        &pair.url(),
+        "target_session_attrs=standby&connect_timeout=1",
+    );
+    let pool = Options::new(&url)
+        .unwrap()
+        .pool_size(1)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(pool.info().unwrap().server_role, Some(ServerRole::Standby));
+    pair.stop_primary().unwrap();
+    pair.promote_standby().unwrap();
+    let client = pool.get().await.unwrap();
+    client.simple_query("select 1").await.unwrap();
+    drop(client);
+    let e = pool.get().await.unwrap_err();
+    eprintln!("get after the promotion: {e:#}");
+    assert_eq!(e.diagnosis(), Some(Diagnosis::TargetSessionAttrsUnmatched));
+    assert!(
+        e.message()
+            .contains(&format!("localhost:{} is a primary", pair.standby().port())),
+        "{}",
+        e.message()
+    );
+}
