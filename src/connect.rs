@@ -518,13 +518,19 @@ impl Connector {
             Ok(Err(e)) => Err(diagnostics::classify(e, &failed)),
             Ok(Ok((client, mut connection))) => {
                 let remaining = a.deadline.saturating_sub(a.started.elapsed());
-                let (server_role, role) = self
+                let checked = self
                     .check_role(&client, &mut connection, a.want, &label, remaining)
-                    .await
-                    .map_err(|e| match e {
-                        RoleError::Query(e) => diagnostics::classify(e, &failed),
-                        RoleError::Other(e) => e,
-                    })?;
+                    .await;
+                let (server_role, role) = match checked {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        goodbye(client, connection);
+                        return Err(match e {
+                            RoleError::Query(e) => diagnostics::classify(e, &failed),
+                            RoleError::Other(e) => e,
+                        });
+                    }
+                };
                 Ok(Connected {
                     client,
                     connection,
@@ -594,13 +600,19 @@ impl Connector {
             Ok(Err(e)) => Err(diagnostics::classify(e, &failed)),
             Ok(Ok((client, mut connection))) => {
                 let remaining = deadline.saturating_sub(started.elapsed());
-                let (server_role, role) = self
+                let checked = self
                     .check_role(&client, &mut connection, want, &label, remaining)
-                    .await
-                    .map_err(|e| match e {
-                        RoleError::Query(e) => diagnostics::classify(e, &failed),
-                        RoleError::Other(e) => e,
-                    })?;
+                    .await;
+                let (server_role, role) = match checked {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        goodbye(client, connection);
+                        return Err(match e {
+                            RoleError::Query(e) => diagnostics::classify(e, &failed),
+                            RoleError::Other(e) => e,
+                        });
+                    }
+                };
                 Ok(Connected {
                     client,
                     connection,
@@ -650,6 +662,15 @@ impl Connector {
             _ => Ok((role, watch)),
         }
     }
+}
+
+/// Closes a connection that will not be used (its server is not what `target_session_attrs`
+/// asks for) the way libpq does, with a Terminate message, in the background.
+fn goodbye(client: Client, connection: Connection<Socket, TlsStream<Socket>>) {
+    drop(client);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
+    });
 }
 
 /// Why [`Connector::check_role`] failed: its query failed (classified like a connection

@@ -261,15 +261,15 @@ impl managed::Manager for Manager {
         let reason = if conn.is_closed() {
             // The server ended it (57P01 on restart or scale-to-zero, a crash) or the socket broke.
             "the connection was closed"
-        } else if let Some(role) = conn.role.mismatch() {
-            // It turned read-only (or was promoted) under us: a write on it failed with 25006.
-            tracing::info!(target: "neon_connect", host = %conn.info.host, role = role.as_str(), "retiring a pooled connection: its server is now a {role}, which target_session_attrs does not accept");
-            "its server is no longer what target_session_attrs asks for"
         } else if verdict == Some(Verdict::CancelAndReplace) {
             send_cancel(conn.cancel.clone(), &conn.info.host).await;
             "its last user abandoned a statement that was still running (cancelled)"
         } else if verdict == Some(Verdict::Replace) {
             "its last user abandoned a statement that was still running"
+        } else if let Some(role) = conn.role.mismatch() {
+            // It turned read-only (or was promoted) under us: a write on it failed with 25006.
+            tracing::info!(target: "neon_connect", host = %conn.info.host, role = role.as_str(), "retiring a pooled connection: its server is now a {role}, which target_session_attrs does not accept");
+            "its server is no longer what target_session_attrs asks for"
         } else if metrics.age() >= health.max_lifetime {
             "the connection reached its maximum lifetime"
         } else if unused >= health.idle_timeout {
