@@ -2,14 +2,19 @@
 //! with the TLS policy applied and every failure classified.
 
 use crate::config::{
-    ChannelBinding, ConnectionString, Host, LoadBalanceHosts, Target, TargetSessionAttrs,
+    ChannelBinding, ConnectionString, Host, LoadBalanceHosts, ServerRole, Target,
+    TargetSessionAttrs,
 };
 use crate::diagnostics::{self, diagnose, Diagnosis, FailedAttempt};
 use crate::error::{Error, ErrorKind, Step};
 use crate::tls::{MakeTls, Probe, TlsInfo, TlsPolicy, TlsStream};
 use rustls::ClientConfig;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Connection, Socket};
 use tracing::Instrument;
@@ -75,6 +80,11 @@ pub struct ConnectionInfo {
     /// binding)`, `SCRAM-SHA-256 (without channel binding)`, `MD5`, `password (cleartext,
     /// inside TLS)` or `trust (no password asked)`. `None` over a Unix socket.
     pub authentication: Option<&'static str>,
+    /// What the server was when the connection opened: a primary, a read-only primary or a
+    /// standby. Known when the server reports `in_hot_standby` and
+    /// `default_transaction_read_only` (PostgreSQL 14+, Neon), or when `target_session_attrs`
+    /// asked for a check; `None` otherwise.
+    pub server_role: Option<ServerRole>,
 }
 
 /// A connection and what it negotiated.
@@ -87,6 +97,8 @@ pub(crate) struct Connected {
     pub(crate) probe: Option<Arc<Probe>>,
     /// The TLS way this connection was made, for its cancel requests (TLS connections only).
     pub(crate) cancel_tls: Option<MakeTls>,
+    /// Whether the server still is what `target_session_attrs` asks for: see [`Watched`].
+    pub(crate) role: Arc<RoleWatch>,
 }
 
 /// One TLS way of reaching a server: the policy and its shared rustls configuration.
@@ -107,6 +119,8 @@ struct Attempt<'a> {
     deadline: Duration,
     /// When this host's attempt started.
     started: Instant,
+    /// What this pass over the hosts asks for (`prefer-standby`'s second pass: `any`).
+    want: TargetSessionAttrs,
 }
 
 /// Everything needed to open connections for one connection string; built once, shared.
@@ -240,7 +254,46 @@ impl Connector {
         if self.cs.load_balance_hosts() == Some(LoadBalanceHosts::Random) {
             shuffle(&mut targets);
         }
+        // libpq's order: the hosts in order (or shuffled once); with `prefer-standby`, a second
+        // pass over the same order accepting any server when the first found no standby.
+        let want = self
+            .cs
+            .target_session_attrs()
+            .unwrap_or(TargetSessionAttrs::Any);
+        let passes: &[TargetSessionAttrs] = if want == TargetSessionAttrs::PreferStandby {
+            &[TargetSessionAttrs::PreferStandby, TargetSessionAttrs::Any]
+        } else {
+            &[want]
+        };
         let mut failures = Vec::new();
+        for (pass, &want) in passes.iter().enumerate() {
+            if pass > 0 {
+                tracing::debug!(target: "neon_connect", "no host is a standby: trying the hosts again for any server (target_session_attrs=prefer-standby)");
+                failures.clear();
+            }
+            match self
+                .connect_pass(&targets, attempt, deadline, want, &mut failures)
+                .await
+            {
+                Some(c) => return Ok(c),
+                None if failures.last().is_some_and(|e| settings_error(e.kind())) => break,
+                None => {}
+            }
+        }
+        Err(failures)
+    }
+
+    /// One pass over `targets` for a server `want` accepts: the connection, or `None` with
+    /// each host's failure added to `failures` (it stops at a settings error, the same for
+    /// every host).
+    async fn connect_pass(
+        &self,
+        targets: &[Target],
+        attempt: u32,
+        deadline: Duration,
+        want: TargetSessionAttrs,
+        failures: &mut Vec<Error>,
+    ) -> Option<Connected> {
         for target in targets {
             let span = tracing::debug_span!(
                 target: "neon_connect",
@@ -254,23 +307,17 @@ impl Connector {
             );
             let began = Instant::now();
             match self
-                .connect_host(&target, deadline)
+                .connect_host(target, deadline, want)
                 .instrument(span.clone())
                 .await
             {
                 Ok(c) => {
                     tracing::debug!(target: "neon_connect", parent: &span, outcome = "connected", elapsed_ms = began.elapsed().as_millis() as u64, "connected to {}", c.info.host);
-                    return Ok(c);
+                    return Some(c);
                 }
                 Err(e) => {
                     tracing::debug!(target: "neon_connect", parent: &span, outcome = "failed", kind = %e.kind(), step = e.step().map_or("", Step::as_str), retryable = e.is_retryable(), elapsed_ms = began.elapsed().as_millis() as u64, "connection attempt failed: {}", e.message());
-                    let stop = matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionString
-                            | ErrorKind::TlsPolicy
-                            | ErrorKind::RootCertificates
-                            | ErrorKind::ClientCertificate
-                    );
+                    let stop = settings_error(e.kind());
                     failures.push(e);
                     // Settings errors are the same for every host: stop at once.
                     if stop {
@@ -279,7 +326,7 @@ impl Connector {
                 }
             }
         }
-        Err(failures)
+        None
     }
 
     /// The error to return after the last attempt: the failure itself (its message says how
@@ -303,6 +350,9 @@ impl Connector {
         }
         let kind = failures.last().map_or(ErrorKind::Network, Error::kind);
         let retryable = failures.iter().any(Error::is_retryable);
+        if failures.iter().any(is_unmatched) {
+            return self.unmatched_summary(failures, &tried, retryable);
+        }
         let summary = Error::new(
             kind,
             format!(
@@ -315,13 +365,61 @@ impl Connector {
         summary.with_attempts(failures)
     }
 
+    /// When some host was not what `target_session_attrs` asks for: "no server matched", with
+    /// what each host was (or how it failed).
+    fn unmatched_summary(&self, failures: Vec<Error>, tried: &str, retryable: bool) -> Error {
+        let want = self
+            .cs
+            .target_session_attrs()
+            .unwrap_or(TargetSessionAttrs::Any);
+        let hosts: Vec<String> = failures
+            .iter()
+            .map(|e| {
+                let host = e.host().unwrap_or("?");
+                match e.message().split_once("\" is a ") {
+                    Some((_, rest)) if is_unmatched(e) => {
+                        format!("{host} is a {}", rest.split(',').next().unwrap_or(rest))
+                    }
+                    _ => format!("{host} failed ({})", e.kind()),
+                }
+            })
+            .collect();
+        let mut hosts_text = hosts.join(", ");
+        if want == TargetSessionAttrs::PreferStandby {
+            hosts_text.push_str(" (in the second pass, for any server)");
+        }
+        let help = if retryable {
+            "no host is the kind of server asked for, and some could not be reached: a failover may be in progress (it was retried within `connect_timeout`); check the host list and `target_session_attrs`"
+        } else {
+            "every host answered, and none is the kind of server asked for: check the host list and `target_session_attrs` (during a failover, retry once the new primary is promoted)"
+        };
+        diagnose(
+            Diagnosis::TargetSessionAttrsUnmatched,
+            format!(
+                "no server matched `target_session_attrs={}`{tried}: {hosts_text}",
+                want.as_str()
+            ),
+        )
+        .with_step(Step::Startup)
+        .with_help(help)
+        .retryable(retryable)
+        .with_attempts(failures)
+    }
+
     /// One host: resolve its name (unless `hostaddr` pins the address), then try each address.
-    async fn connect_host(&self, target: &Target, deadline: Duration) -> Result<Connected, Error> {
+    async fn connect_host(
+        &self,
+        target: &Target,
+        deadline: Duration,
+        want: TargetSessionAttrs,
+    ) -> Result<Connected, Error> {
         let started = Instant::now();
         let span = tracing::Span::current();
         if let Some(Host::Unix(dir)) = &target.host {
             span.record("host", target.label());
-            return self.attempt_unix(dir, target.port, deadline, started).await;
+            return self
+                .attempt_unix(dir, target.port, deadline, started, want)
+                .await;
         }
         let name = target.name();
         let addrs = addresses(target, deadline).await;
@@ -339,6 +437,7 @@ impl Connector {
                 remaining,
                 deadline,
                 started,
+                want,
             };
             match self.attempt_tcp(attempt).await {
                 Ok(c) => return Ok(c),
@@ -401,6 +500,8 @@ impl Connector {
         span.record("host", &label);
         span.record("addr", addr.to_string());
         let mut config = driver_config(&self.cs);
+        // Every `target_session_attrs` is checked here, after connecting (see `check_role`).
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
         config.host(a.name).hostaddr(a.ip).port(a.port);
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
         config.ssl_negotiation(if route.policy.direct {
@@ -431,26 +532,44 @@ impl Connector {
         match result {
             Err(_) => Err(diagnostics::timeout(&label, probe.step(), a.deadline)),
             Ok(Err(e)) => Err(diagnostics::classify(e, &failed)),
-            Ok(Ok((client, connection))) => Ok(Connected {
-                client,
-                connection,
-                probe: Some(probe.clone()),
-                cancel_tls: Some(MakeTls {
-                    config: route.tls_config.clone(),
-                    policy: route.policy.clone(),
-                    probe: Arc::new(Probe::default()),
-                }),
-                info: ConnectionInfo {
-                    host: label,
-                    addr: addr.to_string(),
-                    tls: probe.tls_info(),
-                    channel_binding_required: self.cs.channel_binding()
-                        == Some(ChannelBinding::Require),
-                    elapsed: a.started.elapsed(),
-                    attempts: 1,
-                    authentication: probe.authentication(),
-                },
-            }),
+            Ok(Ok((client, mut connection))) => {
+                let remaining = a.deadline.saturating_sub(a.started.elapsed());
+                let checked = self
+                    .check_role(&client, &mut connection, a.want, &label, remaining)
+                    .await;
+                let (server_role, role) = match checked {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        goodbye(client, connection);
+                        return Err(match e {
+                            RoleError::Query(e) => diagnostics::classify(e, &failed),
+                            RoleError::Other(e) => e,
+                        });
+                    }
+                };
+                Ok(Connected {
+                    client,
+                    connection,
+                    role,
+                    probe: Some(probe.clone()),
+                    cancel_tls: Some(MakeTls {
+                        config: route.tls_config.clone(),
+                        policy: route.policy.clone(),
+                        probe: Arc::new(Probe::default()),
+                    }),
+                    info: ConnectionInfo {
+                        host: label,
+                        addr: addr.to_string(),
+                        tls: probe.tls_info(),
+                        channel_binding_required: self.cs.channel_binding()
+                            == Some(ChannelBinding::Require),
+                        elapsed: a.started.elapsed(),
+                        attempts: 1,
+                        authentication: probe.authentication(),
+                        server_role,
+                    },
+                })
+            }
         }
     }
 
@@ -460,8 +579,10 @@ impl Connector {
         port: u16,
         deadline: Duration,
         started: Instant,
+        want: TargetSessionAttrs,
     ) -> Result<Connected, Error> {
         let mut config = driver_config(&self.cs);
+        config.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::Any);
         config.host_path(dir).port(port);
         // TLS does not apply to Unix sockets, as in libpq.
         config.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -493,22 +614,255 @@ impl Connector {
                 deadline,
             )),
             Ok(Err(e)) => Err(diagnostics::classify(e, &failed)),
-            Ok(Ok((client, connection))) => Ok(Connected {
-                client,
-                connection,
-                probe: None,
-                cancel_tls: None,
-                info: ConnectionInfo {
-                    addr: format!("{}/.s.PGSQL.{port}", dir.display()),
-                    host: label,
-                    tls: None,
-                    channel_binding_required: false,
-                    elapsed: started.elapsed(),
-                    attempts: 1,
-                    authentication: None,
-                },
-            }),
+            Ok(Ok((client, mut connection))) => {
+                let remaining = deadline.saturating_sub(started.elapsed());
+                let checked = self
+                    .check_role(&client, &mut connection, want, &label, remaining)
+                    .await;
+                let (server_role, role) = match checked {
+                    Ok(checked) => checked,
+                    Err(e) => {
+                        goodbye(client, connection);
+                        return Err(match e {
+                            RoleError::Query(e) => diagnostics::classify(e, &failed),
+                            RoleError::Other(e) => e,
+                        });
+                    }
+                };
+                Ok(Connected {
+                    client,
+                    connection,
+                    role,
+                    probe: None,
+                    cancel_tls: None,
+                    info: ConnectionInfo {
+                        addr: format!("{}/.s.PGSQL.{port}", dir.display()),
+                        host: label,
+                        tls: None,
+                        channel_binding_required: false,
+                        elapsed: started.elapsed(),
+                        attempts: 1,
+                        authentication: None,
+                        server_role,
+                    },
+                })
+            }
         }
+    }
+
+    /// libpq's `target_session_attrs` check on a new connection: what the server is, from the
+    /// `in_hot_standby` and `default_transaction_read_only` it reported (PostgreSQL 14+), else
+    /// (when a check is needed) from `pg_is_in_recovery()` and `transaction_read_only` asked in
+    /// one query. A server `want` does not accept is an error naming what it is; the
+    /// connection is then closed politely.
+    async fn check_role(
+        &self,
+        client: &Client,
+        connection: &mut Connection<Socket, TlsStream<Socket>>,
+        want: TargetSessionAttrs,
+        label: &str,
+        deadline: Duration,
+    ) -> Result<(Option<ServerRole>, Arc<RoleWatch>), RoleError> {
+        let wanted = self.cs.target_session_attrs();
+        let watch = Arc::new(RoleWatch::new(wanted));
+        watch.observe(connection);
+        let mut role = watch.reported();
+        if role.is_none() && want != TargetSessionAttrs::Any {
+            role = Some(query_role(client, connection, label, deadline).await?);
+        }
+        match role {
+            Some(role) if !want.accepts(role) => {
+                tracing::debug!(target: "neon_connect", host = %label, role = role.as_str(), "the server is a {role}; target_session_attrs={} asks for {}", want.as_str(), want.wants());
+                Err(RoleError::Other(unmatched(label, role, want)))
+            }
+            _ => Ok((role, watch)),
+        }
+    }
+}
+
+/// Closes a connection that will not be used (its server is not what `target_session_attrs`
+/// asks for) the way libpq does, with a Terminate message, in the background.
+fn goodbye(client: Client, connection: Connection<Socket, TlsStream<Socket>>) {
+    drop(client);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
+    });
+}
+
+/// Why [`Connector::check_role`] failed: its query failed (classified like a connection
+/// failure), or the server is not what was asked for.
+enum RoleError {
+    Query(tokio_postgres::Error),
+    Other(Error),
+}
+
+impl From<Error> for RoleError {
+    fn from(e: Error) -> RoleError {
+        RoleError::Other(e)
+    }
+}
+
+/// Asks a server that did not report `in_hot_standby` what it is (libpq asks
+/// `SELECT pg_is_in_recovery()` or `SHOW transaction_read_only`, by mode; this asks both at
+/// once), driving the connection meanwhile.
+async fn query_role(
+    client: &Client,
+    connection: &mut Connection<Socket, TlsStream<Socket>>,
+    label: &str,
+    deadline: Duration,
+) -> Result<ServerRole, RoleError> {
+    let query = client.simple_query(
+        "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('transaction_read_only')",
+    );
+    let mut query = std::pin::pin!(query);
+    let driven = std::future::poll_fn(|cx| {
+        if let Poll::Ready(ended) = Pin::new(&mut *connection).poll(cx) {
+            return Poll::Ready(Err(ended.err()));
+        }
+        query.as_mut().poll(cx).map(|r| r.map_err(Some))
+    });
+    let rows = match tokio::time::timeout(deadline, driven).await {
+        Err(_) => return Err(diagnostics::timeout(label, Some(Step::Startup), deadline).into()),
+        Ok(Err(Some(e))) => return Err(RoleError::Query(e)),
+        Ok(Err(None)) => {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                format!("the server \"{label}\" closed the connection while its role was checked (target_session_attrs)"),
+            )
+            .with_step(Step::Startup)
+            .with_host(label)
+            .retryable(true)
+            .into())
+        }
+        Ok(Ok(rows)) => rows,
+    };
+    let row = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    });
+    let (recovery, read_only) = match row {
+        Some(row) => (row.get(0), row.get(1)),
+        None => (None, None),
+    };
+    match (recovery, read_only) {
+        (Some(recovery), Some(read_only)) => Ok(ServerRole::from_flags(
+            recovery == "t",
+            read_only == "on",
+        )),
+        _ => Err(Error::new(
+            ErrorKind::Server,
+            format!("the server \"{label}\" did not say whether it is a standby (target_session_attrs needs to know)"),
+        )
+        .with_step(Step::Startup)
+        .with_host(label)
+        .into()),
+    }
+}
+
+/// The error for a server `want` does not accept.
+fn unmatched(label: &str, role: ServerRole, want: TargetSessionAttrs) -> Error {
+    diagnose(
+        Diagnosis::TargetSessionAttrsUnmatched,
+        format!(
+            "the server \"{label}\" is a {role}, and `target_session_attrs={}` asks for {}",
+            want.as_str(),
+            want.wants()
+        ),
+    )
+    .with_step(Step::Startup)
+    .with_host(label)
+}
+
+fn is_unmatched(e: &Error) -> bool {
+    e.diagnosis() == Some(Diagnosis::TargetSessionAttrsUnmatched)
+}
+
+/// Whether one connection's server still is what `target_session_attrs` asks for, from the
+/// `in_hot_standby` and `default_transaction_read_only` it reports (PostgreSQL 14+ reports
+/// them again whenever they change: on promotion, or when `default_transaction_read_only` is
+/// turned on and the configuration reloaded). Updated by [`Watched`] as the connection runs;
+/// the pool retires a connection whose server no longer matches.
+#[derive(Debug)]
+pub(crate) struct RoleWatch {
+    wanted: Option<TargetSessionAttrs>,
+    /// Bits: `KNOWN_STANDBY`, `STANDBY`, `KNOWN_READ_ONLY`, `READ_ONLY`.
+    flags: AtomicU8,
+}
+
+const KNOWN_STANDBY: u8 = 1;
+const STANDBY: u8 = 2;
+const KNOWN_READ_ONLY: u8 = 4;
+const READ_ONLY: u8 = 8;
+
+impl RoleWatch {
+    pub(crate) fn new(wanted: Option<TargetSessionAttrs>) -> RoleWatch {
+        RoleWatch {
+            wanted,
+            flags: AtomicU8::new(0),
+        }
+    }
+
+    /// Reads what the server has reported so far.
+    fn observe(&self, connection: &Connection<Socket, TlsStream<Socket>>) {
+        let mut flags = 0;
+        match connection.parameter("in_hot_standby") {
+            Some("on") => flags |= KNOWN_STANDBY | STANDBY,
+            Some(_) => flags |= KNOWN_STANDBY,
+            None => {}
+        }
+        match connection.parameter("default_transaction_read_only") {
+            Some("on") => flags |= KNOWN_READ_ONLY | READ_ONLY,
+            Some(_) => flags |= KNOWN_READ_ONLY,
+            None => {}
+        }
+        self.flags.store(flags, Ordering::Release);
+    }
+
+    /// The server's role as it last reported it, when it reports both settings.
+    pub(crate) fn reported(&self) -> Option<ServerRole> {
+        let f = self.flags.load(Ordering::Acquire);
+        (f & KNOWN_STANDBY != 0 && f & KNOWN_READ_ONLY != 0)
+            .then(|| ServerRole::from_flags(f & STANDBY != 0, f & READ_ONLY != 0))
+    }
+
+    /// `Some(role)` when the server reported a change that `target_session_attrs` does not
+    /// accept (`prefer-standby` and `any` accept every server).
+    pub(crate) fn mismatch(&self) -> Option<ServerRole> {
+        let wanted = self.wanted?;
+        if matches!(
+            wanted,
+            TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby
+        ) {
+            return None;
+        }
+        self.reported().filter(|role| !wanted.accepts(*role))
+    }
+}
+
+/// A connection's I/O future that keeps its [`RoleWatch`] up to date: spawn it instead of the
+/// bare connection.
+pub(crate) struct Watched {
+    connection: Connection<Socket, TlsStream<Socket>>,
+    role: Arc<RoleWatch>,
+}
+
+impl Watched {
+    pub(crate) fn new(
+        connection: Connection<Socket, TlsStream<Socket>>,
+        role: Arc<RoleWatch>,
+    ) -> Watched {
+        Watched { connection, role }
+    }
+}
+
+impl Future for Watched {
+    type Output = Result<(), tokio_postgres::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.connection).poll(cx);
+        this.role.observe(&this.connection);
+        result
     }
 }
 
@@ -547,11 +901,15 @@ pub(crate) fn driver_config(cs: &ConnectionString) -> tokio_postgres::Config {
             .unwrap_or(DEFAULT_KEEPALIVES_INTERVAL),
     );
     c.keepalives_retries(cs.keepalives_count().unwrap_or(DEFAULT_KEEPALIVES_COUNT));
+    // For other drivers (`Options::tokio_postgres_config`): the nearest of tokio-postgres's
+    // three values. The crate's own connections use `Any` and check every value themselves.
     c.target_session_attrs(match cs.target_session_attrs() {
-        Some(TargetSessionAttrs::ReadWrite) => {
+        Some(TargetSessionAttrs::ReadWrite | TargetSessionAttrs::Primary) => {
             tokio_postgres::config::TargetSessionAttrs::ReadWrite
         }
-        Some(TargetSessionAttrs::ReadOnly) => tokio_postgres::config::TargetSessionAttrs::ReadOnly,
+        Some(TargetSessionAttrs::ReadOnly | TargetSessionAttrs::Standby) => {
+            tokio_postgres::config::TargetSessionAttrs::ReadOnly
+        }
         _ => tokio_postgres::config::TargetSessionAttrs::Any,
     });
     c
@@ -669,6 +1027,17 @@ mod direct_tls {
     pub(super) fn remember_unsupported(host: &str) {
         hosts().insert(host.to_string());
     }
+}
+
+/// Settings errors: the same for every host, so a pass over the hosts stops at the first.
+fn settings_error(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::ConnectionString
+            | ErrorKind::TlsPolicy
+            | ErrorKind::RootCertificates
+            | ErrorKind::ClientCertificate
+    )
 }
 
 /// Failures that mean the settings are wrong: the same for every host and every attempt, so

@@ -59,7 +59,7 @@
 //! | a connection parameter (parsing, `PG*` variable, default, redacted form, docs) | one row of the key table in `config/keys.rs`, its field and getter in `config/mod.rs`, and the code that uses it |
 //! | connection string lexers, the password file | `config/url.rs`, `config/keyvalue.rs`, `config/env.rs`, `config/pgpass.rs` |
 //! | what a pool is built from ([`Options`]) | `options.rs` |
-//! | opening one connection: hosts × addresses, deadlines, retries, the driver's `Config` | `connect.rs` |
+//! | opening one connection: hosts × addresses, deadlines, retries, the driver's `Config`; which server it lands on (`target_session_attrs`, the role watch the pool reads) | `connect.rs` |
 //! | the TLS policy (`sslmode` table, roots, client certificates, verifiers, the stream) | `tls/` |
 //! | Neon: its hosts, endpoint IDs, `-pooler`, direct TLS by default, its proxy's texts | `neon.rs` |
 //! | a diagnosis (id, kind, retried, help) and the classifier | `diagnostics/catalogue.rs`, `diagnostics/mod.rs` |

@@ -2,7 +2,7 @@
 //! recycle check that drops closed, old and long-idle connections. Built by
 //! [`Options::connect`](crate::Options::connect).
 
-use crate::connect::{Connected, ConnectionInfo, Connector};
+use crate::connect::{Connected, ConnectionInfo, Connector, RoleWatch, Watched};
 use crate::diagnostics::{diagnose, Diagnosis};
 use crate::error::{Error, ErrorKind, Step};
 use crate::tls::{MakeTls, Probe, Verdict};
@@ -187,6 +187,8 @@ pub struct PooledConnection {
     probe: Option<Arc<Probe>>,
     /// How to cancel its running statement (TLS connections).
     cancel: Option<(tokio_postgres::CancelToken, MakeTls)>,
+    /// Whether its server still is what `target_session_attrs` asks for.
+    role: Arc<RoleWatch>,
     /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
     _goodbye: tokio::sync::oneshot::Sender<()>,
     _live: Live,
@@ -225,6 +227,7 @@ impl managed::Manager for Manager {
             info,
             probe,
             cancel_tls,
+            role,
         } = self
             .connector
             // With live connections, a full server is not asked again: `Pool::get` waits for a
@@ -245,6 +248,7 @@ impl managed::Manager for Manager {
         // tokio-postgres sends Terminate and closes TLS with close_notify; the task waits for
         // that at most GOODBYE_TIMEOUT (a dead path cannot take a goodbye). With a query
         // deadline it also watches the requests, and cancels the statement when one expires.
+        let connection = Watched::new(connection, role.clone());
         tokio::spawn(async move {
             tokio::pin!(connection);
             tokio::pin!(closing);
@@ -283,6 +287,7 @@ impl managed::Manager for Manager {
             info,
             probe,
             cancel,
+            role,
             _goodbye: goodbye,
             _live: live,
         })
@@ -308,6 +313,10 @@ impl managed::Manager for Manager {
             "its last user abandoned a statement that was still running (cancelled)"
         } else if verdict == Some(Verdict::Replace) {
             "its last user abandoned a statement that was still running"
+        } else if let Some(role) = conn.role.mismatch() {
+            // It turned read-only (or was promoted) under us: a write on it failed with 25006.
+            tracing::info!(target: "neon_connect", host = %conn.info.host, role = role.as_str(), "retiring a pooled connection: its server is now a {role}, which target_session_attrs does not accept");
+            "its server is no longer what target_session_attrs asks for"
         } else if metrics.age() >= health.max_lifetime {
             "the connection reached its maximum lifetime"
         } else if unused >= health.idle_timeout {

@@ -113,7 +113,7 @@ async fn target_session_attrs_that_no_host_satisfies() {
     assert!(took < Duration::from_secs(3), "retried: {took:?}");
     assert!(
         err.to_string().starts_with(&format!(
-            "the server \"localhost:{}\" is not read-only (a primary), and `target_session_attrs=read-only` asks for one that is not",
+            "the server \"localhost:{}\" is a primary, and `target_session_attrs=read-only` asks for a read-only server",
             server.port()
         )),
         "{err}"

@@ -105,7 +105,7 @@ fn connection_string_errors_name_the_part_and_the_fix() {
         ("host=h ssl_min_protocol_version=TLSv1.3 ssl_max_protocol_version=TLSv1.2", "invalid SSL protocol version range"),
         ("host=h ssl_max_protocol_version=TLSv1.1", "TLS below 1.2 is not supported"),
         ("host=h connect_timeout=soon", "invalid value \"soon\" for `connect_timeout`"),
-        ("host=h target_session_attrs=standby", "not supported yet"),
+        ("host=h target_session_attrs=replica", "accepted values: `any`, `read-write`, `read-only`, `primary`, `standby`, `prefer-standby`"),
         ("host=h pgbouncer=true", "Prisma"),
     ];
     for (input, expected) in cases {

@@ -465,3 +465,33 @@ async fn a_silent_peer_times_out_at_tls_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_server_role_is_reported_and_no_matching_host_names_each_role() {
+    trust_test_ca_as_system_store().expect("test CA bundle");
+    let pair = neon_connect_testing::ReplicatedPair::start().expect("replicated pair");
+    let ca = pair.primary().ca_file().display().to_string();
+    let url = |base: String, attrs: &str| {
+        format!("{base}?sslmode=verify-full&sslrootcert={ca}&target_session_attrs={attrs}")
+    };
+    let run = doctor(&url(pair.url(), "standby")).await;
+    assert_eq!(run.code, 0, "{}", run.text);
+    assert_eq!(step(&run, "query")["details"]["server_role"], "standby");
+    let run = doctor(&url(pair.url_standby_first(), "primary")).await;
+    assert_eq!(step(&run, "query")["details"]["server_role"], "primary");
+
+    // Only the standby, twice, for a primary: the query step fails naming each host's role.
+    let standby = pair.standby().port();
+    let base = format!(
+        "postgresql://neon:npg_TestSecret42@localhost:{standby},localhost:{standby}/neondb"
+    );
+    let run = doctor(&url(base, "primary")).await;
+    assert_fails_at(&run, 6, "query", Some("target-session-attrs-unmatched"));
+    assert!(
+        run.text.contains(&format!(
+            "localhost:{standby} is a standby, localhost:{standby} is a standby"
+        )),
+        "{}",
+        run.text
+    );
+}

@@ -451,15 +451,8 @@ pub(crate) static KEYS: &[KeyInfo] = &[
         name: "target_session_attrs",
         env: Some("PGTARGETSESSIONATTRS"),
         default: "any",
-        doc: "`any`, `read-write`, `read-only`",
+        doc: "`any`, `read-write`, `read-only`, `primary`, `standby` or `prefer-standby` (a standby if there is one); checked by the crate after connecting, as libpq 14+ does",
         set: |cs, v, o| {
-            if matches!(v, "primary" | "standby" | "prefer-standby") {
-                return Err(Error::config(format!(
-                    "the value \"{v}\" of {} is not supported yet",
-                    o.name()
-                ))
-                .with_help("use `any`, `read-write` (finds the primary) or `read-only`"));
-            }
             cs.target_session_attrs =
                 Some(pick(v, &TargetSessionAttrs::ALL, TargetSessionAttrs::as_str, o)?);
             Ok(())

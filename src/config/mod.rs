@@ -21,8 +21,8 @@ mod values;
 use keys::{canonical, ignored, unknown_key};
 use values::Origin;
 pub use values::{
-    ChannelBinding, Host, LoadBalanceHosts, Password, RootCert, Source, SslCertMode, SslMode,
-    SslNegotiation, TargetSessionAttrs, TlsVersion,
+    ChannelBinding, Host, LoadBalanceHosts, Password, RootCert, ServerRole, Source, SslCertMode,
+    SslMode, SslNegotiation, TargetSessionAttrs, TlsVersion,
 };
 
 use crate::error::Error;
@@ -482,6 +482,36 @@ impl ConnectionString {
     pub fn set_target_session_attrs(&mut self, attrs: TargetSessionAttrs) {
         self.target_session_attrs = Some(attrs);
         self.mark("target_session_attrs", Source::Code);
+    }
+
+    /// A copy with `target_session_attrs` set to `attrs`: a read-write pool and a read pool
+    /// from one multi-host string.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), neon_connect::Error> {
+    /// use neon_connect::{config::TargetSessionAttrs, Options};
+    /// // postgresql://app@db1,db2,db3/app: a primary and its standbys.
+    /// let options = Options::from_env()?;
+    /// let cs = options.connection_string();
+    /// let writes = Options::from_connection_string(
+    ///     cs.with_target_session_attrs(TargetSessionAttrs::ReadWrite),
+    /// )
+    /// .connect()
+    /// .await?;
+    /// let reads = Options::from_connection_string(
+    ///     cs.with_target_session_attrs(TargetSessionAttrs::PreferStandby),
+    /// )
+    /// .pool_size(20)
+    /// .connect()
+    /// .await?;
+    /// # let _ = (writes, reads);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_target_session_attrs(&self, attrs: TargetSessionAttrs) -> ConnectionString {
+        let mut cs = self.clone();
+        cs.set_target_session_attrs(attrs);
+        cs
     }
 }
 

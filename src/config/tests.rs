@@ -585,7 +585,7 @@ fn invalid_environment_values_name_the_variable() {
         ("PGCHANNELBINDING", "on", "`disable`, `prefer`, `require`"),
         ("PGSSLMAXPROTOCOLVERSION", "TLSv1", "TLSv1.2"),
         ("PGSSLMINPROTOCOLVERSION", "SSLv3", "TLSv1.3"),
-        ("PGTARGETSESSIONATTRS", "standby", "read-write"),
+        ("PGTARGETSESSIONATTRS", "replica", "prefer-standby"),
         ("PGLOADBALANCEHOSTS", "yes", "`random`"),
     ];
     for (var, value, help) in cases {
@@ -819,9 +819,7 @@ fn value_errors() {
         ("keepalives_interval=1m", "for `keepalives_interval`", "seconds"),
         ("keepalives_count=-1", "for `keepalives_count`", "whole number"),
         ("keepalives_retries=x", "for `keepalives_retries`", "whole number"),
-        ("target_session_attrs=primary", "\"primary\" of `target_session_attrs` is not supported yet", "read-write"),
-        ("target_session_attrs=prefer-standby", "not supported yet", "read-only"),
-        ("target_session_attrs=bogus", "for `target_session_attrs`", "`any`, `read-write`, `read-only`"),
+        ("target_session_attrs=bogus", "for `target_session_attrs`", "`any`, `read-write`, `read-only`, `primary`, `standby`, `prefer-standby`"),
         ("load_balance_hosts=yes", "for `load_balance_hosts`", "`disable`, `random`"),
         ("host=h hostaddr=localhost", "invalid value \"localhost\" for `hostaddr`", "IP addresses"),
         ("host=a,b hostaddr=127.0.0.1", "could not match 2 host names to 1 hostaddr values", "one `hostaddr` per `host`"),

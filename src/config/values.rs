@@ -108,16 +108,25 @@ impl LoadBalanceHosts {
     }
 }
 
-/// `target_session_attrs` values tokio-postgres supports.
+/// `target_session_attrs`: which kind of server a connection must reach, with libpq's
+/// (14+) meaning. The crate checks every value itself after connecting (see `connect.rs`).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TargetSessionAttrs {
-    /// `any`
+    /// `any`: whichever server answers first.
     Any,
-    /// `read-write`
+    /// `read-write`: a server that accepts writes by default (not a standby, and not
+    /// `default_transaction_read_only`).
     ReadWrite,
-    /// `read-only`
+    /// `read-only`: a server that does not (a standby, or `default_transaction_read_only`).
     ReadOnly,
+    /// `primary`: a server that is not in recovery (writable or not).
+    Primary,
+    /// `standby`: a server in hot standby (recovery).
+    Standby,
+    /// `prefer-standby`: a standby if any host is one, else any server (libpq's second pass
+    /// over the hosts).
+    PreferStandby,
 }
 
 impl SslMode {
@@ -201,19 +210,92 @@ impl TlsVersion {
 }
 
 impl TargetSessionAttrs {
-    pub(crate) const ALL: [TargetSessionAttrs; 3] = [
+    pub(crate) const ALL: [TargetSessionAttrs; 6] = [
         TargetSessionAttrs::Any,
         TargetSessionAttrs::ReadWrite,
         TargetSessionAttrs::ReadOnly,
+        TargetSessionAttrs::Primary,
+        TargetSessionAttrs::Standby,
+        TargetSessionAttrs::PreferStandby,
     ];
 
-    /// The libpq spelling: `any`, `read-write` or `read-only`.
+    /// The libpq spelling: `any`, `read-write`, `read-only`, `primary`, `standby` or
+    /// `prefer-standby`.
     pub fn as_str(self) -> &'static str {
         match self {
             TargetSessionAttrs::Any => "any",
             TargetSessionAttrs::ReadWrite => "read-write",
             TargetSessionAttrs::ReadOnly => "read-only",
+            TargetSessionAttrs::Primary => "primary",
+            TargetSessionAttrs::Standby => "standby",
+            TargetSessionAttrs::PreferStandby => "prefer-standby",
         }
+    }
+
+    /// Whether a server of `role` is what this value asks for (for `prefer-standby`: in the
+    /// first pass over the hosts, which wants a standby).
+    pub fn accepts(self, role: ServerRole) -> bool {
+        match self {
+            TargetSessionAttrs::Any => true,
+            TargetSessionAttrs::ReadWrite => role == ServerRole::Primary,
+            TargetSessionAttrs::ReadOnly => role != ServerRole::Primary,
+            TargetSessionAttrs::Primary => role != ServerRole::Standby,
+            TargetSessionAttrs::Standby | TargetSessionAttrs::PreferStandby => {
+                role == ServerRole::Standby
+            }
+        }
+    }
+
+    /// What this value asks for, in words: "a server that accepts writes", "a standby", ...
+    pub(crate) fn wants(self) -> &'static str {
+        match self {
+            TargetSessionAttrs::Any => "any server",
+            TargetSessionAttrs::ReadWrite => "a server that accepts writes",
+            TargetSessionAttrs::ReadOnly => "a read-only server",
+            TargetSessionAttrs::Primary => "a primary",
+            TargetSessionAttrs::Standby | TargetSessionAttrs::PreferStandby => "a standby",
+        }
+    }
+}
+
+/// What kind of server a connection reached, as libpq's `target_session_attrs` checks see it:
+/// from the `in_hot_standby` and `default_transaction_read_only` the server reports
+/// (PostgreSQL 14+), else from `pg_is_in_recovery()` and `transaction_read_only`.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerRole {
+    /// Not in recovery, and accepts writes by default.
+    Primary,
+    /// Not in recovery, but `default_transaction_read_only` is on.
+    ReadOnlyPrimary,
+    /// In hot standby (recovery): read-only.
+    Standby,
+}
+
+impl ServerRole {
+    /// In words: `primary`, `read-only primary` or `standby`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerRole::Primary => "primary",
+            ServerRole::ReadOnlyPrimary => "read-only primary",
+            ServerRole::Standby => "standby",
+        }
+    }
+
+    /// From what the server said: whether it is in hot standby, and whether sessions are
+    /// read-only by default.
+    pub(crate) fn from_flags(in_hot_standby: bool, read_only: bool) -> ServerRole {
+        match (in_hot_standby, read_only) {
+            (true, _) => ServerRole::Standby,
+            (false, true) => ServerRole::ReadOnlyPrimary,
+            (false, false) => ServerRole::Primary,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

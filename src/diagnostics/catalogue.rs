@@ -214,8 +214,8 @@ catalogue![
         "no password came from the connection string, `PGPASSWORD` or the password file",
         "put the password in the connection string (`postgresql://user:PASSWORD@host/db`, percent-encoded), in `PGPASSWORD`, or in `~/.pgpass`";
     TargetSessionAttrsUnmatched = "target-session-attrs-unmatched", Server, false,
-        "the server \"host:5432\" does not allow writes, and `target_session_attrs=read-write` asks for one that does",
-        "every host answered, but none is the kind of server `target_session_attrs` asks for (a standby where a primary is wanted, or the reverse)",
+        "no server matched `target_session_attrs=read-write`: db1:5432 failed (network), db2:5432 is a standby",
+        "no host is the kind of server `target_session_attrs` asks for (a standby where a primary is wanted, or the reverse); retried within `connect_timeout` only when some host could not be reached (a failover may be in progress)",
         "check the host list and `target_session_attrs`; during a failover, retry once the new primary is promoted";
     ProtocolViolation = "protocol-violation", Server, false,
         "the server \"host:5432\" sent a message that is not valid PostgreSQL protocol during ...",

@@ -448,7 +448,12 @@ impl Doctor<'_> {
         let started = Instant::now();
         let mut query = StepReport::new(5);
         match client.query_one("SELECT version()", &[]).await {
-            Ok(row) => query.row("version", "server", row.get::<_, String>(0)),
+            Ok(row) => {
+                query.row("version", "server", row.get::<_, String>(0));
+                if let Some(role) = info.server_role {
+                    query.row("server_role", "role", role.as_str());
+                }
+            }
             Err(e) => {
                 query.fail(
                     Error::new(crate::ErrorKind::Server, "`SELECT version()` failed")

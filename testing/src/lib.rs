@@ -66,8 +66,10 @@
 pub mod hostile;
 pub mod neon;
 pub mod relay;
+pub mod replica;
 
 pub use relay::Relay;
+pub use replica::ReplicatedPair;
 
 /// The rustls crypto provider of the fixture's own TLS peers: the process default when the
 /// application installed one (as neon-connect itself prefers), else *ring*'s.
@@ -717,6 +719,9 @@ impl fmt::Debug for ServerOptions {
 // The server
 // ---------------------------------------------------------------------------------------------
 
+/// Makes a server's data directory: `fill(bin_dir, data_dir)`.
+pub(crate) type FillDataDir = dyn Fn(&Path, &Path) -> io::Result<()>;
+
 /// A private PostgreSQL server, stopped and deleted on drop (and when the process ends).
 ///
 /// Listens on `127.0.0.1:<port()>` (TCP, TLS only unless [`ServerOptions::tls`] is off) and on a
@@ -770,6 +775,18 @@ impl PgServer {
     /// server does not become ready within 30 seconds. The message names the command that
     /// failed and quotes its stderr or the end of the server log.
     pub fn start(opts: ServerOptions) -> io::Result<PgServer> {
+        PgServer::start_with(opts, &[], None)
+    }
+
+    /// [`PgServer::start`] with lines added to `pg_hba.conf` (before the fixture's own) and,
+    /// when `fill` is given, a data directory made by `fill(data_dir)` (run as the server user)
+    /// instead of a copy of the `initdb` template: how [`replica::ReplicatedPair`] makes its
+    /// standby from `pg_basebackup`.
+    pub(crate) fn start_with(
+        opts: ServerOptions,
+        extra_hba: &[&str],
+        fill: Option<&FillDataDir>,
+    ) -> io::Result<PgServer> {
         if opts.client_cert && !opts.tls {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -816,10 +833,14 @@ impl PgServer {
             dir,
             _tempdir: tempdir,
         };
-        run(Command::new("cp")
-            .arg("-a")
-            .arg(&template)
-            .arg(&server.data_dir))?;
+        match fill {
+            Some(fill) => fill(&server.bin_dir, &server.data_dir)?,
+            None => run(Command::new("cp")
+                .arg("-a")
+                .arg(&template)
+                .arg(&server.data_dir))
+            .map(drop)?,
+        }
         fs::create_dir(&server.socket_dir).map_err(|e| {
             annotate(
                 e,
@@ -830,7 +851,7 @@ impl PgServer {
         if opts.tls {
             server.install_certificate(&mut server.lock(), opts.cert)?;
         }
-        server.write_hba(opts.client_cert)?;
+        server.write_hba(opts.client_cert, extra_hba)?;
         server.write_conf(&opts)?;
 
         // Another process may take our port between picking and binding it: pick again.
@@ -1097,7 +1118,7 @@ impl PgServer {
         Ok(())
     }
 
-    fn write_hba(&self, client_cert: bool) -> io::Result<()> {
+    fn write_hba(&self, client_cert: bool, extra: &[&str]) -> io::Result<()> {
         let tcp = if !self.tls {
             "host    all all 127.0.0.1/32 scram-sha-256"
         } else if client_cert {
@@ -1108,8 +1129,10 @@ impl PgServer {
         let hba = format!(
             "# Written by neon_connect_testing.\n\
              # TYPE  DATABASE USER ADDRESS   METHOD\n\
+             {}\
              local   all all              scram-sha-256\n\
-             {tcp}\n"
+             {tcp}\n",
+            extra.iter().map(|l| format!("{l}\n")).collect::<String>()
         );
         write_private(&self.data_dir.join("pg_hba.conf"), hba.as_bytes(), 0o600)
     }
