@@ -818,6 +818,15 @@ impl RoleWatch {
         self.flags.store(flags, Ordering::Release);
     }
 
+    /// Whether a change of the server's role can matter (`any`, `prefer-standby` and no
+    /// `target_session_attrs` accept every server).
+    fn watches(&self) -> bool {
+        !matches!(
+            self.wanted,
+            None | Some(TargetSessionAttrs::Any | TargetSessionAttrs::PreferStandby)
+        )
+    }
+
     /// The server's role as it last reported it, when it reports both settings.
     pub(crate) fn reported(&self) -> Option<ServerRole> {
         let f = self.flags.load(Ordering::Acquire);
@@ -861,7 +870,10 @@ impl Future for Watched {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.connection).poll(cx);
-        this.role.observe(&this.connection);
+        // Only a pool that can be let down by a role change pays for watching it.
+        if this.role.watches() {
+            this.role.observe(&this.connection);
+        }
         result
     }
 }
