@@ -10,6 +10,8 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType,
 use deadpool_postgres::ClientWrapper;
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +52,39 @@ pub const DEFAULT_CHECK_AFTER_IDLE: Duration = Duration::from_secs(30);
 /// The `application_name` the server shows (in `pg_stat_activity` and logs) when neither
 /// the connection string nor `PGAPPNAME` set one.
 pub const DEFAULT_APPLICATION_NAME: &str = "neon-connect";
+
+/// The error an [`Options::after_connect`](crate::Options::after_connect) hook returns: any
+/// error, so `?` works on `tokio_postgres::Error`, this crate's [`Error`] and others.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future an [`Options::after_connect`](crate::Options::after_connect) hook returns
+/// (`Box::pin(async move { ... })`).
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send + 'a>>;
+
+/// A hook run on every new connection before it is handed out.
+pub(crate) type AfterConnect =
+    Arc<dyn for<'a> Fn(&'a tokio_postgres::Client) -> HookFuture<'a> + Send + Sync>;
+
+/// The error of a failed `after_connect` hook, classified like a connect error: a server
+/// error keeps its SQLSTATE diagnosis and help, and the message says the hook failed.
+fn hook_error(e: HookError, host: &str) -> Error {
+    let e = match e.downcast::<Error>() {
+        Ok(e) => *e,
+        Err(e) => match e.downcast::<tokio_postgres::Error>() {
+            Ok(pg) => Error::from(*pg),
+            Err(other) => Error::new(ErrorKind::Server, "it returned an error")
+                .with_help("the cause is your hook's error")
+                .with_source(other),
+        },
+    };
+    let message = format!(
+        "the `after_connect` hook failed on a new connection: {}",
+        e.message()
+    );
+    e.with_message(message)
+        .with_step(Step::Startup)
+        .with_host(host)
+}
 
 /// When an idle connection is replaced rather than handed out.
 #[derive(Debug, Clone, Copy)]
@@ -144,6 +179,8 @@ pub struct Manager {
     epoch: Instant,
     /// Connections alive (created and not yet dropped).
     live: Arc<AtomicUsize>,
+    /// Run on every new connection before it is handed out (`Options::after_connect`).
+    after_connect: Option<AfterConnect>,
 }
 
 impl Manager {
@@ -154,7 +191,14 @@ impl Manager {
             suspect_before: AtomicU64::new(0),
             epoch: Instant::now(),
             live: Arc::default(),
+            after_connect: None,
         }
+    }
+
+    /// Sets the hook run on every new connection (`Options::after_connect`).
+    pub(crate) fn with_after_connect(mut self, hook: Option<AfterConnect>) -> Manager {
+        self.after_connect = hook;
+        self
     }
 }
 
@@ -250,6 +294,10 @@ impl managed::Manager for Manager {
                 tracing::debug!(target: "neon_connect", host = %host, "connection ended: {e}");
             }
         });
+        if let Some(hook) = &self.after_connect {
+            // On failure the client is dropped here: the task says goodbye and ends.
+            hook(&client).await.map_err(|e| hook_error(e, &info.host))?;
+        }
         let cancel = cancel_tls.map(|tls| (client.cancel_token(), tls));
         // deadpool-postgres's wrapper aborts the task it is given when dropped, which would cut
         // the goodbye short: it gets a finished placeholder, and the real task ends by itself.
@@ -334,6 +382,48 @@ impl Manager {
     }
 }
 
+/// One round of `Options::min_idle`: retires idle connections that their next checkout would
+/// replace anyway (past `idle_timeout` or their lifetime), then, unless the server is full,
+/// opens connections until `min` are idle (or the pool is at its size). False when opening
+/// one failed.
+async fn fill(inner: &managed::Pool<Manager>, min: usize, full: &ServerFull) -> bool {
+    let health = inner.manager().health;
+    let retired =
+        inner.retain(|_, m| m.last_used() < health.idle_timeout && m.age() < health.max_lifetime);
+    if !retired.removed.is_empty() {
+        tracing::debug!(target: "neon_connect", retired = retired.removed.len(), "min_idle: closing idle connections past idle_timeout or max_lifetime");
+    }
+    drop(retired);
+    if full.limit().is_some() {
+        return true;
+    }
+    let s = inner.status();
+    let in_use = s.size - s.available;
+    let want = min.min(s.max_size.saturating_sub(in_use));
+    if s.available >= want {
+        return true;
+    }
+    // deadpool opens a connection only when none is idle: hold the idle ones while opening
+    // the missing ones, then return them all. Never wait: a caller that needs a slot has it.
+    let no_wait = Timeouts {
+        wait: Some(Duration::ZERO),
+        create: None,
+        recycle: None,
+    };
+    let mut held = Vec::with_capacity(want);
+    while held.len() < want {
+        match inner.timeout_get(&no_wait).await {
+            Ok(object) => held.push(object),
+            Err(managed::PoolError::Timeout(_) | managed::PoolError::Closed) => break,
+            Err(e) => {
+                tracing::debug!(target: "neon_connect", "min_idle: could not open a connection: {e}");
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// What one `Pool::get` spent its time on, for the message when its deadline runs out.
 #[derive(Debug, Default)]
 struct GetTrace {
@@ -361,7 +451,20 @@ pub struct Pool {
     wait_timeout: Duration,
     /// The effective size while the server refuses more connections.
     full: Arc<ServerFull>,
+    /// What `Options` asked for around the pool (warm connections, leak detection, ...).
+    service: Arc<Service>,
 }
+
+/// The pool's settings beyond deadpool's, set by `Options`.
+#[derive(Debug, Default)]
+pub(crate) struct Service {
+    /// Idle connections kept open in the background (`Options::min_idle`).
+    pub(crate) min_idle: usize,
+}
+
+/// How often the background task of [`Options::min_idle`](crate::Options::min_idle) looks at
+/// the pool (it opens connections only when fewer than `min_idle` are idle).
+pub const MIN_IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long after the server last refused a connection for lack of slots the pool keeps its
 /// reduced size before it tries to grow again.
@@ -432,7 +535,47 @@ impl Pool {
             first: Arc::new(std::sync::OnceLock::new()),
             wait_timeout,
             full: Arc::default(),
+            service: Arc::default(),
         }
+    }
+
+    /// Sets what `Options` asked for around the pool.
+    pub(crate) fn with_service(mut self, service: Service) -> Pool {
+        self.service = Arc::new(service);
+        self
+    }
+
+    /// Starts the background task that keeps `min_idle` connections open, if asked for. It
+    /// ends when the pool is closed or dropped.
+    pub(crate) fn keep_warm(&self) {
+        let min = self.service.min_idle;
+        if min == 0 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(target: "neon_connect", "min_idle({min}) is ignored: the pool was built outside a Tokio runtime, so no background task can keep connections open");
+            return;
+        };
+        let weak = self.inner.weak();
+        let full = self.full.clone();
+        runtime.spawn(async move {
+            let mut pause = MIN_IDLE_INTERVAL;
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.is_closed() {
+                    return;
+                }
+                let filled = fill(&inner, min, &full).await;
+                drop(inner);
+                // Back off while connections cannot be opened (the error was logged).
+                pause = if filled {
+                    MIN_IDLE_INTERVAL
+                } else {
+                    (pause * 2).min(Duration::from_secs(30))
+                };
+                tokio::time::sleep(pause).await;
+            }
+        });
     }
 
     /// Keeps what the first connection negotiated, for [`Pool::info`].
@@ -565,7 +708,42 @@ impl Pool {
         }
     }
 
-    /// What the first connection negotiated (host, TLS version, cipher, verification).
+    /// Readiness: checks out a connection (within the pool's `wait_timeout`, opening one if
+    /// needed) and runs an empty query on it within `recycle_timeout`. The error is the
+    /// crate's readable one (what failed, at which step, the fix): a service's readiness
+    /// endpoint can answer 503 with its first line.
+    ///
+    /// # Errors
+    /// Any [`ErrorKind`] a [`Pool::get`] can return, [`Diagnosis::PingTimeout`], or the
+    /// query's error.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let client = self.get().await?;
+        let deadline = self.inner.manager().health.check_timeout;
+        match tokio::time::timeout(deadline, client.simple_query("")).await {
+            Ok(Ok(_)) => {
+                if self.first.get().is_none() {
+                    // A lazy pool's first connection.
+                    self.remember_first(client.info.clone());
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Error::from(e).with_host(client.info.host.clone())),
+            Err(_) => Err(diagnose(
+                Diagnosis::PingTimeout,
+                format!(
+                    "`pool.ping()` timed out after {:.1}s: the server did not answer an empty query on \"{}\"",
+                    deadline.as_secs_f64(),
+                    client.info.host
+                ),
+            )
+            .with_step(Step::Query)
+            .with_host(client.info.host.clone())),
+        }
+    }
+
+    /// What the first connection negotiated (host, TLS version, cipher, verification):
+    /// `None` for a pool of [`Options::connect_lazy`](crate::Options::connect_lazy) until a
+    /// [`Pool::ping`] succeeds.
     pub fn info(&self) -> Option<&ConnectionInfo> {
         self.first.get()
     }
