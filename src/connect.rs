@@ -699,7 +699,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_nanos(random_u64() % (nanos + 1))
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     // Jitter only needs to differ between processes and calls, not to be secret.
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -52,11 +52,12 @@
 //! | `aws-lc-rs` | rustls with aws-lc-rs | no |
 //! | `webpki-roots` | Mozilla's roots when the system store is empty | no |
 //! | `serde` | `PoolSettings`: pool settings from configuration | no |
+//! | `metrics` | pool metrics through the `metrics` facade ([`metric_names`]) | no |
 //! | `cli` | the `neon-doctor` program | no |
 //!
 //! `ring` and `aws-lc-rs` only choose the rustls crypto provider and add no API (a provider the
 //! application installed with `CryptoProvider::install_default` wins over both); docs.rs builds
-//! with `ring`, `serde` and `webpki-roots`. The real-server test fixture is its own crate,
+//! with `ring`, `serde`, `webpki-roots` and `metrics`. The real-server test fixture is its own crate,
 //! `neon-connect-testing`.
 //!
 //! The minimum supported Rust version is 1.85.
@@ -73,7 +74,8 @@
 //! | Neon: its hosts, endpoint IDs, `-pooler`, direct TLS by default, its proxy's texts | `neon.rs` |
 //! | a diagnosis (id, kind, retried, help) and the classifier | `diagnostics/catalogue.rs`, `diagnostics/mod.rs` |
 //! | the error type | `error.rs` |
-//! | the pool (manager, recycle checks, checkout) | `pool.rs` |
+//! | the pool (manager, recycle checks, checkout, `min_idle`, `ping`) | `pool.rs` |
+//! | metrics (feature `metrics`), leak detection, lifetime jitter | `service.rs` |
 //! | the doctor's steps (feature `cli`); the program | `doctor/`; `src/bin/neon-doctor/` |
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
@@ -87,6 +89,7 @@ pub mod error;
 mod neon;
 mod options;
 mod pool;
+mod service;
 mod tls;
 
 pub use config::ConnectionString;
@@ -105,6 +108,7 @@ pub use pool::{
     DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, GOODBYE_TIMEOUT,
     MIN_IDLE_INTERVAL,
 };
+pub use service::names as metric_names;
 pub use tls::{TlsInfo, TlsStream, Verification};
 
 /// The README's code blocks, compiled as doctests.

@@ -45,6 +45,8 @@ pub struct Options {
     after_connect: Option<AfterConnect>,
     /// Idle connections kept open in the background.
     min_idle: usize,
+    /// Log checkouts held longer than this.
+    leak_detection: Option<Duration>,
     /// The last connector built, reused by `connect_one` while the settings stay the same.
     cached: Arc<std::sync::Mutex<Option<CachedConnector>>>,
 }
@@ -65,6 +67,7 @@ impl fmt::Debug for Options {
             .field("root_certificates", &self.roots.as_ref().map(|r| r.len()))
             .field("after_connect", &self.after_connect.is_some())
             .field("min_idle", &self.min_idle)
+            .field("leak_detection", &self.leak_detection)
             .finish()
     }
 }
@@ -125,6 +128,7 @@ impl Options {
             connect_attempts: crate::connect::DEFAULT_CONNECT_ATTEMPTS,
             after_connect: None,
             min_idle: 0,
+            leak_detection: None,
             cached: Arc::default(),
         }
     }
@@ -259,6 +263,15 @@ impl Options {
         self
     }
 
+    /// Logs (a `tracing` warning, once per checkout) a connection checked out for longer than
+    /// `threshold`, with the file and line of the [`Pool::get`] that took it: connections held
+    /// across slow work, or kept in a struct by mistake, starve the pool. Off by default; when
+    /// on, each checkout starts one timer, stopped when the connection is returned.
+    pub fn leak_detection(mut self, threshold: Duration) -> Self {
+        self.leak_detection = Some(threshold);
+        self
+    }
+
     /// The `application_name` the server shows for these connections.
     pub fn application_name(mut self, name: impl Into<String>) -> Self {
         self.cs.set_application_name(name);
@@ -368,6 +381,7 @@ impl Options {
             check_timeout: self.recycle_timeout,
             ..self.health
         };
+        crate::service::describe();
         let manager =
             Manager::new(connector, health).with_after_connect(self.after_connect.clone());
         // `Pool::get` puts one deadline (`wait_timeout`) over waiting, checking and opening;
@@ -385,6 +399,7 @@ impl Options {
             .map_err(|e| Error::new(ErrorKind::Pool, "could not build the pool").with_source(e))?;
         Ok(Pool::new(inner, self.wait_timeout).with_service(Service {
             min_idle: self.min_idle.min(self.pool_size),
+            leak_detection: self.leak_detection,
         }))
     }
 

@@ -108,6 +108,8 @@ pub(crate) struct Health {
 /// gets the connection. The next [`Pool::get`] never waits behind an abandoned statement.
 pub struct Client {
     object: managed::Object<Manager>,
+    /// Leak detection's timer (`Options::leak_detection`), while it is on.
+    watch: Option<crate::service::LeakWatch>,
 }
 
 impl std::ops::Deref for Client {
@@ -131,6 +133,9 @@ impl fmt::Debug for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        crate::service::returned(|| {
+            managed::Object::pool(&self.object).map_or(0, |p| p.status().available + 1)
+        });
         let conn: &PooledConnection = &self.object;
         let Some(probe) = &conn.probe else { return };
         if !probe.session.returned() {
@@ -232,6 +237,9 @@ pub struct PooledConnection {
     /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
     _goodbye: tokio::sync::oneshot::Sender<()>,
     _live: Live,
+    /// This connection's maximum lifetime: `max_lifetime` less up to 10%, so that connections
+    /// opened together are not all replaced at once.
+    lifetime: Duration,
 }
 
 impl fmt::Debug for PooledConnection {
@@ -272,7 +280,8 @@ impl managed::Manager for Manager {
             // With live connections, a full server is not asked again: `Pool::get` waits for a
             // returned connection instead.
             .connect_unless_full(self.live.load(Ordering::Acquire) > 0)
-            .await?;
+            .await
+            .inspect_err(crate::service::failed)?;
         trace(|t| t.opening = None);
         self.live.fetch_add(1, Ordering::AcqRel);
         let live = Live(self.live.clone());
@@ -296,8 +305,12 @@ impl managed::Manager for Manager {
         });
         if let Some(hook) = &self.after_connect {
             // On failure the client is dropped here: the task says goodbye and ends.
-            hook(&client).await.map_err(|e| hook_error(e, &info.host))?;
+            hook(&client)
+                .await
+                .map_err(|e| hook_error(e, &info.host))
+                .inspect_err(crate::service::failed)?;
         }
+        crate::service::opened();
         let cancel = cancel_tls.map(|tls| (client.cancel_token(), tls));
         // deadpool-postgres's wrapper aborts the task it is given when dropped, which would cut
         // the goodbye short: it gets a finished placeholder, and the real task ends by itself.
@@ -309,6 +322,10 @@ impl managed::Manager for Manager {
             cancel,
             _goodbye: goodbye,
             _live: live,
+            lifetime: crate::service::jittered_lifetime(
+                self.health.max_lifetime,
+                crate::connect::random_u64(),
+            ),
         })
     }
 
@@ -322,27 +339,44 @@ impl managed::Manager for Manager {
         let health = &self.health;
         let unused = metrics.last_used();
         let verdict = conn.probe.as_ref().map(|p| p.session.verdict());
-        let reason = if conn.is_closed() {
+        // (the metrics label, the log's reason)
+        let (label, reason) = if conn.is_closed() {
             // The server ended it (57P01 on restart or scale-to-zero, a crash) or the socket broke.
-            "the connection was closed"
+            ("closed", "the connection was closed")
         } else if verdict == Some(Verdict::CancelAndReplace) {
             send_cancel(conn.cancel.clone(), &conn.info.host).await;
-            "its last user abandoned a statement that was still running (cancelled)"
+            (
+                "abandoned",
+                "its last user abandoned a statement that was still running (cancelled)",
+            )
         } else if verdict == Some(Verdict::Replace) {
-            "its last user abandoned a statement that was still running"
-        } else if metrics.age() >= health.max_lifetime {
-            "the connection reached its maximum lifetime"
+            (
+                "abandoned",
+                "its last user abandoned a statement that was still running",
+            )
+        } else if metrics.age() >= conn.lifetime {
+            (
+                "max_lifetime",
+                "the connection reached its maximum lifetime",
+            )
         } else if unused >= health.idle_timeout {
-            "the connection was idle too long"
+            ("idle_timeout", "the connection was idle too long")
         } else if unused >= health.check_after_idle && self.suspect(metrics) {
-            "an idle check of another connection failed after this one was last used"
+            (
+                "suspect",
+                "an idle check of another connection failed after this one was last used",
+            )
         } else if unused >= health.check_after_idle && !self.check(conn, "").await {
-            "the connection failed its idle check"
+            ("idle_check_failed", "the connection failed its idle check")
         } else if verdict == Some(Verdict::InTransaction) && !self.check(conn, "ROLLBACK").await {
-            "its last user left a transaction open, and rolling it back failed"
+            (
+                "rollback_failed",
+                "its last user left a transaction open, and rolling it back failed",
+            )
         } else {
             return Ok(());
         };
+        crate::service::retired(label);
         tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = metrics.age().as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
         trace(|t| t.replaced += 1);
         Err(RecycleError::message(reason))
@@ -388,8 +422,16 @@ impl Manager {
 /// one failed.
 async fn fill(inner: &managed::Pool<Manager>, min: usize, full: &ServerFull) -> bool {
     let health = inner.manager().health;
-    let retired =
-        inner.retain(|_, m| m.last_used() < health.idle_timeout && m.age() < health.max_lifetime);
+    let retired = inner.retain(|conn, m| {
+        if m.age() >= conn.lifetime {
+            crate::service::retired("max_lifetime");
+        } else if m.last_used() >= health.idle_timeout {
+            crate::service::retired("idle_timeout");
+        } else {
+            return true;
+        }
+        false
+    });
     if !retired.removed.is_empty() {
         tracing::debug!(target: "neon_connect", retired = retired.removed.len(), "min_idle: closing idle connections past idle_timeout or max_lifetime");
     }
@@ -411,17 +453,22 @@ async fn fill(inner: &managed::Pool<Manager>, min: usize, full: &ServerFull) -> 
         recycle: None,
     };
     let mut held = Vec::with_capacity(want);
-    while held.len() < want {
+    let filled = loop {
+        if held.len() >= want {
+            break true;
+        }
         match inner.timeout_get(&no_wait).await {
             Ok(object) => held.push(object),
-            Err(managed::PoolError::Timeout(_) | managed::PoolError::Closed) => break,
+            Err(managed::PoolError::Timeout(_) | managed::PoolError::Closed) => break true,
             Err(e) => {
                 tracing::debug!(target: "neon_connect", "min_idle: could not open a connection: {e}");
-                return false;
+                break false;
             }
         }
-    }
-    true
+    };
+    drop(held);
+    crate::service::idle(inner.status().available);
+    filled
 }
 
 /// What one `Pool::get` spent its time on, for the message when its deadline runs out.
@@ -460,6 +507,8 @@ pub struct Pool {
 pub(crate) struct Service {
     /// Idle connections kept open in the background (`Options::min_idle`).
     pub(crate) min_idle: usize,
+    /// Log checkouts held longer than this (`Options::leak_detection`).
+    pub(crate) leak_detection: Option<Duration>,
 }
 
 /// How often the background task of [`Options::min_idle`](crate::Options::min_idle) looks at
@@ -593,7 +642,23 @@ impl Pool {
     /// # Errors
     /// [`ErrorKind::Pool`] when none frees up within the wait timeout (the message says how
     /// many are in use), or the connection error when a new one cannot be opened.
-    pub async fn get(&self) -> Result<Client, Error> {
+    #[track_caller]
+    pub fn get(&self) -> impl std::future::Future<Output = Result<Client, Error>> + Send + '_ {
+        // Where the caller took it, for leak detection: a `&'static` the compiler passes in.
+        let caller = std::panic::Location::caller();
+        async move {
+            let checkout = crate::service::Checkout::start();
+            let mut result = self.get_untracked().await;
+            checkout.end(result.as_ref().ok().map(|_| self.inner.status().available));
+            if let (Ok(client), Some(after)) = (&mut result, self.service.leak_detection) {
+                client.watch = crate::service::LeakWatch::start(after, caller, &client.info.host);
+            }
+            result
+        }
+    }
+
+    /// [`Pool::get`] without the caller's location.
+    async fn get_untracked(&self) -> Result<Client, Error> {
         let deadline = self.wait_timeout;
         let started = Instant::now();
         let none = Timeouts {
@@ -606,7 +671,10 @@ impl Pool {
             (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
         });
         match get.await {
-            (Ok(Ok(object)), _) => Ok(Client { object }),
+            (Ok(Ok(object)), _) => Ok(Client {
+                object,
+                watch: None,
+            }),
             (Ok(Err(e)), _) => Err(self.pool_error(e)),
             (Err(_), spent) => Err(self.deadline_error(started.elapsed(), &spent)),
         }

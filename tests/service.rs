@@ -236,3 +236,28 @@ async fn min_idle_keeps_connections_open_refills_them_and_renews_them_after_idle
     assert!(pool.status().available >= 2);
     pool.close();
 }
+
+#[tokio::test]
+async fn leak_detection_logs_a_long_checkout_once_with_where_it_was_taken() {
+    let log = support::LogCapture::default();
+    let _guard = log.install(tracing::Level::WARN);
+    let pool = Options::new(&verified_url(shared_server()))
+        .unwrap()
+        .leak_detection(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    // Returned in time: nothing is logged.
+    let quick = pool.get().await.unwrap();
+    drop(quick);
+    let line = line!() + 1;
+    let held = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = log.text();
+    let at = format!("tests/service.rs:{line}:");
+    assert_eq!(text.matches("(leak_detection)").count(), 1, "{text}");
+    assert!(text.contains(&at), "names {at}: {text}");
+    assert!(text.contains("checked out for over 0.2s"), "{text}");
+}
