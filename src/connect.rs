@@ -242,9 +242,14 @@ impl Connector {
         }
         let mut failures = Vec::new();
         for target in targets {
+            // OpenTelemetry's database attribute names; never the password.
             let span = tracing::debug_span!(
                 target: "neon_connect",
                 "connect",
+                "db.system.name" = "postgresql",
+                "server.address" = %otel_address(&target),
+                "server.port" = target.port,
+                "db.namespace" = %self.cs.dbname().or(self.cs.user()).unwrap_or(""),
                 attempt,
                 host = tracing::field::Empty,
                 addr = tracing::field::Empty,
@@ -709,6 +714,15 @@ pub(crate) fn random_u64() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
+}
+
+/// A target's address as OpenTelemetry's `server.address`: the host name (or `hostaddr`), or
+/// a Unix socket's directory.
+pub(crate) fn otel_address(target: &Target) -> String {
+    match &target.host {
+        Some(Host::Unix(dir)) => dir.display().to_string(),
+        _ => target.name(),
+    }
 }
 
 pub(crate) fn host_label(name: &str, port: u16) -> String {

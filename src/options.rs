@@ -382,6 +382,7 @@ impl Options {
             ..self.health
         };
         crate::service::describe();
+        let first = self.cs.targets().next();
         let manager =
             Manager::new(connector, health).with_after_connect(self.after_connect.clone());
         // `Pool::get` puts one deadline (`wait_timeout`) over waiting, checking and opening;
@@ -400,6 +401,17 @@ impl Options {
         Ok(Pool::new(inner, self.wait_timeout).with_service(Service {
             min_idle: self.min_idle.min(self.pool_size),
             leak_detection: self.leak_detection,
+            server_address: first
+                .as_ref()
+                .map(crate::connect::otel_address)
+                .unwrap_or_default(),
+            server_port: first.as_ref().map_or(5432, |t| t.port),
+            db_namespace: self
+                .cs
+                .dbname()
+                .or(self.cs.user())
+                .unwrap_or_default()
+                .to_string(),
         }))
     }
 

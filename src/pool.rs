@@ -509,6 +509,11 @@ pub(crate) struct Service {
     pub(crate) min_idle: usize,
     /// Log checkouts held longer than this (`Options::leak_detection`).
     pub(crate) leak_detection: Option<Duration>,
+    /// The first host's address and port and the database, for the checkout span's
+    /// OpenTelemetry attributes.
+    pub(crate) server_address: String,
+    pub(crate) server_port: u16,
+    pub(crate) db_namespace: String,
 }
 
 /// How often the background task of [`Options::min_idle`](crate::Options::min_idle) looks at
@@ -646,15 +651,28 @@ impl Pool {
     pub fn get(&self) -> impl std::future::Future<Output = Result<Client, Error>> + Send + '_ {
         // Where the caller took it, for leak detection: a `&'static` the compiler passes in.
         let caller = std::panic::Location::caller();
-        async move {
-            let checkout = crate::service::Checkout::start();
-            let mut result = self.get_untracked().await;
-            checkout.end(result.as_ref().ok().map(|_| self.inner.status().available));
-            if let (Ok(client), Some(after)) = (&mut result, self.service.leak_detection) {
-                client.watch = crate::service::LeakWatch::start(after, caller, &client.info.host);
-            }
-            result
-        }
+        // OpenTelemetry's database attribute names; a disabled span costs a flag check.
+        let span = tracing::debug_span!(
+            target: "neon_connect",
+            "checkout",
+            "db.system.name" = "postgresql",
+            "server.address" = %self.service.server_address,
+            "server.port" = self.service.server_port,
+            "db.namespace" = %self.service.db_namespace,
+        );
+        tracing::Instrument::instrument(
+            async move {
+                let checkout = crate::service::Checkout::start();
+                let mut result = self.get_untracked().await;
+                checkout.end(result.as_ref().ok().map(|_| self.inner.status().available));
+                if let (Ok(client), Some(after)) = (&mut result, self.service.leak_detection) {
+                    client.watch =
+                        crate::service::LeakWatch::start(after, caller, &client.info.host);
+                }
+                result
+            },
+            span,
+        )
     }
 
     /// [`Pool::get`] without the caller's location.
