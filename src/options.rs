@@ -383,6 +383,8 @@ impl Options {
         };
         crate::service::describe();
         let first = self.cs.targets().next();
+        let mut warnings = crate::tls::warnings(&self.cs, &connector.policy);
+        warnings.extend(crate::neon::pooled_warning(&self.cs));
         let manager =
             Manager::new(connector, health).with_after_connect(self.after_connect.clone());
         // `Pool::get` puts one deadline (`wait_timeout`) over waiting, checking and opening;
@@ -412,6 +414,7 @@ impl Options {
                 .or(self.cs.user())
                 .unwrap_or_default()
                 .to_string(),
+            warnings,
         }))
     }
 

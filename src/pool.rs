@@ -514,6 +514,8 @@ pub(crate) struct Service {
     pub(crate) server_address: String,
     pub(crate) server_port: u16,
     pub(crate) db_namespace: String,
+    /// The warnings about these settings (`Pool::warnings`).
+    pub(crate) warnings: Vec<String>,
 }
 
 /// How often the background task of [`Options::min_idle`](crate::Options::min_idle) looks at
@@ -832,6 +834,14 @@ impl Pool {
     /// [`Pool::ping`] succeeds.
     pub fn info(&self) -> Option<&ConnectionInfo> {
         self.first.get()
+    }
+
+    /// The warnings about this pool's settings (a TLS mode that does not check the server, a
+    /// pooled endpoint), also logged once per process with `tracing`: a service can log or
+    /// expose them where people look (a startup report, an admin page). Empty for
+    /// `verify-full` on a direct endpoint.
+    pub fn warnings(&self) -> &[String] {
+        &self.service.warnings
     }
 
     /// Size, idle and waiting counts, for health endpoints.

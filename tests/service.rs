@@ -261,3 +261,64 @@ async fn leak_detection_logs_a_long_checkout_once_with_where_it_was_taken() {
     assert!(text.contains(&at), "names {at}: {text}");
     assert!(text.contains("checked out for over 0.2s"), "{text}");
 }
+
+#[tokio::test]
+async fn the_pool_lists_its_warnings_and_words_channel_binding_precisely() {
+    let server = shared_server();
+    // verify-full on a direct endpoint: nothing to warn about.
+    let pool = Options::new(&verified_url(server))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert!(pool.warnings().is_empty(), "{:?}", pool.warnings());
+
+    // require without roots: the server could be impersonated.
+    let pool = Options::new(&format!("{}?sslmode=require", server.url()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(pool.warnings().len(), 1, "{:?}", pool.warnings());
+    assert!(
+        pool.warnings()[0].contains("could impersonate the server"),
+        "{:?}",
+        pool.warnings()
+    );
+
+    // With channel binding required, the login cannot be completed by a man in the middle:
+    // the warning says what stays open instead.
+    let pool = Options::new(&format!(
+        "{}?sslmode=require&channel_binding=require",
+        server.url()
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let info = pool.info().unwrap();
+    assert!(info.channel_binding_required, "{info:?}");
+    let w = pool.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(!w[0].contains("could impersonate"), "{w:?}");
+    assert!(w[0].contains("cannot complete the SCRAM login"), "{w:?}");
+    assert!(w[0].contains("guess the password offline"), "{w:?}");
+
+    // A pooled endpoint (not dialed: a lazy pool) and prefer.
+    let pool = Options::new(
+        "postgresql://app:pw@ep-cool-123456-pooler.us-east-2.aws.neon.tech/app?sslmode=prefer",
+    )
+    .unwrap()
+    .connect_lazy()
+    .unwrap();
+    let w = pool.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("sslmode=prefer is treated as `require`")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(|w| w.contains("pooled (-pooler) endpoint")),
+        "{w:?}"
+    );
+}
