@@ -322,3 +322,18 @@ async fn the_pool_lists_its_warnings_and_words_channel_binding_precisely() {
         "{w:?}"
     );
 }
+
+#[tokio::test]
+async fn connection_info_debug_is_a_summary_not_the_certificates_der() {
+    let pool = Options::new(&verified_url(shared_server()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let text = format!("{:?}", pool.info().unwrap());
+    assert!(text.len() < 1200, "{} bytes: {text}", text.len());
+    assert!(text.contains("peer_certificates: [\""), "{text}");
+    assert!(text.contains("CN=localhost (sha256:"), "{text}");
+    assert!(text.contains("(sha256:"), "{text}");
+    assert!(text.contains("protocol: \"TLSv1.3\""), "{text}");
+}
