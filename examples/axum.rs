@@ -6,7 +6,7 @@
 //! ```text
 //! DATABASE_URL='postgresql://user:pass@ep-x.aws.neon.tech/neondb' cargo run --example axum
 //! curl 'http://127.0.0.1:3000/query?n=41'   # {"n":41,"result":42}
-//! curl 'http://127.0.0.1:3000/health'       # {"available":1,"max_size":10,"size":1,"waiting":0}
+//! curl 'http://127.0.0.1:3000/health'       # {"available":1,"max_size":10,"ok":true,"size":1,"waiting":0}
 //! ```
 //!
 //! `BIND` sets the listen address (default `127.0.0.1:3000`). Without `DATABASE_URL` (and no

@@ -295,9 +295,14 @@ impl Connector {
         failures: &mut Vec<Error>,
     ) -> Option<Connected> {
         for target in targets {
+            // OpenTelemetry's database attribute names; never the password.
             let span = tracing::debug_span!(
                 target: "neon_connect",
                 "connect",
+                "db.system.name" = "postgresql",
+                "server.address" = %otel_address(target),
+                "server.port" = target.port,
+                "db.namespace" = %self.cs.dbname().or(self.cs.user()).unwrap_or(""),
                 attempt,
                 host = tracing::field::Empty,
                 addr = tracing::field::Empty,
@@ -1080,7 +1085,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_nanos(random_u64() % (nanos + 1))
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     // Jitter only needs to differ between processes and calls, not to be secret.
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -1090,6 +1095,15 @@ fn random_u64() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
+}
+
+/// A target's address as OpenTelemetry's `server.address`: the host name (or `hostaddr`), or
+/// a Unix socket's directory.
+pub(crate) fn otel_address(target: &Target) -> String {
+    match &target.host {
+        Some(Host::Unix(dir)) => dir.display().to_string(),
+        _ => target.name(),
+    }
 }
 
 pub(crate) fn host_label(name: &str, port: u16) -> String {

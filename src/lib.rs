@@ -64,7 +64,8 @@
 //! | Neon: its hosts, endpoint IDs, `-pooler`, direct TLS by default, its proxy's texts | `neon.rs` |
 //! | a diagnosis (id, kind, retried, help) and the classifier | `diagnostics/catalogue.rs`, `diagnostics/mod.rs` |
 //! | the error type | `error.rs` |
-//! | the pool (manager, recycle checks, checkout) | `pool.rs` |
+//! | the pool (manager, recycle checks, checkout, `min_idle`, `ping`) | `pool.rs` |
+//! | metrics (feature `metrics`), leak detection, lifetime jitter | `service.rs` |
 //! | the doctor's steps (feature `cli`); the program | `doctor/`; `src/bin/neon-doctor/` |
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
@@ -78,6 +79,7 @@ pub mod error;
 mod neon;
 mod options;
 mod pool;
+mod service;
 mod tls;
 
 pub use config::ConnectionString;
@@ -91,10 +93,12 @@ pub use options::Options;
 #[cfg(feature = "serde")]
 pub use options::PoolSettings;
 pub use pool::{
-    Client, Manager, Pool, PooledConnection, ABANDON_GRACE, DEFAULT_APPLICATION_NAME,
-    DEFAULT_CHECK_AFTER_IDLE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE,
-    DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, GOODBYE_TIMEOUT,
+    Client, HookError, HookFuture, Manager, Pool, PooledConnection, ABANDON_GRACE,
+    DEFAULT_APPLICATION_NAME, DEFAULT_CHECK_AFTER_IDLE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME,
+    DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, GOODBYE_TIMEOUT,
+    MIN_IDLE_INTERVAL,
 };
+pub use service::names as metric_names;
 pub use tls::{TlsInfo, TlsStream, Verification};
 
 /// The README's code blocks, compiled as doctests.

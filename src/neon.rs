@@ -58,16 +58,23 @@ pub(crate) fn direct_tls_by_default(cs: &ConnectionString) -> bool {
 /// and an empty query, which PgBouncer runs in any mode.
 pub(crate) fn warn_if_pooled(cs: &ConnectionString) {
     static WARNED: std::sync::Once = std::sync::Once::new();
-    if any_pooler(cs) {
+    if let Some(warning) = pooled_warning(cs) {
         WARNED.call_once(|| {
-            let options = if cs.options().is_some() {
-                "the startup `options` of this connection string are refused or ignored there; "
-            } else {
-                ""
-            };
-            tracing::warn!(target: "neon_connect", "connecting to a pooled (-pooler) endpoint: PgBouncer in transaction mode; {options}session state (SET, LISTEN, SQL PREPARE, advisory locks, temporary tables) does not survive the transaction: use SET LOCAL, or the direct endpoint for sessions and migrations");
+            tracing::warn!(target: "neon_connect", "{warning}");
         });
     }
+}
+
+/// The warning for a pooled (-pooler) endpoint, for `Pool::warnings`.
+pub(crate) fn pooled_warning(cs: &ConnectionString) -> Option<String> {
+    any_pooler(cs).then(|| {
+        let options = if cs.options().is_some() {
+            "the startup `options` of this connection string are refused or ignored there; "
+        } else {
+            ""
+        };
+        format!("connecting to a pooled (-pooler) endpoint: PgBouncer in transaction mode; {options}session state (SET, LISTEN, SQL PREPARE, advisory locks, temporary tables) does not survive the transaction: use SET LOCAL, or the direct endpoint for sessions and migrations")
+    })
 }
 
 /// Classifies an error Neon's proxy sent (SQLSTATE `XX000`) by its text.

@@ -7,9 +7,9 @@ use crate::config::{ConnectionString, Password};
 use crate::connect::{ConnectionInfo, Connector};
 use crate::error::{Error, ErrorKind, Step};
 use crate::pool::{
-    Health, Manager, Pool, DEFAULT_APPLICATION_NAME, DEFAULT_CHECK_AFTER_IDLE,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE, DEFAULT_RECYCLE_TIMEOUT,
-    DEFAULT_WAIT_TIMEOUT,
+    AfterConnect, Health, HookFuture, Manager, Pool, Service, DEFAULT_APPLICATION_NAME,
+    DEFAULT_CHECK_AFTER_IDLE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_POOL_SIZE,
+    DEFAULT_RECYCLE_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
 };
 use deadpool::managed;
 use rustls::pki_types::CertificateDer;
@@ -41,6 +41,12 @@ pub struct Options {
     /// Set by [`Options::statement_timeout`] (already in the connection string's `options`).
     statement_timeout: Option<Duration>,
     connect_attempts: u32,
+    /// Run on every new connection before it is handed out.
+    after_connect: Option<AfterConnect>,
+    /// Idle connections kept open in the background.
+    min_idle: usize,
+    /// Log checkouts held longer than this.
+    leak_detection: Option<Duration>,
     /// The last connector built, reused by `connect_one` while the settings stay the same.
     cached: Arc<std::sync::Mutex<Option<CachedConnector>>>,
 }
@@ -59,6 +65,9 @@ impl fmt::Debug for Options {
             .field("check_after_idle", &self.health.check_after_idle)
             .field("connect_attempts", &self.connect_attempts)
             .field("root_certificates", &self.roots.as_ref().map(|r| r.len()))
+            .field("after_connect", &self.after_connect.is_some())
+            .field("min_idle", &self.min_idle)
+            .field("leak_detection", &self.leak_detection)
             .finish()
     }
 }
@@ -118,6 +127,9 @@ impl Options {
                 query_timeout: None,
             },
             connect_attempts: crate::connect::DEFAULT_CONNECT_ATTEMPTS,
+            after_connect: None,
+            min_idle: 0,
+            leak_detection: None,
             cached: Arc::default(),
         }
     }
@@ -215,6 +227,62 @@ impl Options {
     /// timer per busy connection.
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
         self.health.query_timeout = Some(timeout);
+        self
+    }
+
+    /// Runs `hook` on every new connection before it is handed out (by [`Options::connect`]
+    /// and [`Pool::get`]): session settings such as `SET search_path` or `SET ROLE`. A hook
+    /// that fails fails that `connect`/`get` with the hook's error, classified like a connect
+    /// error (a server error keeps its SQLSTATE diagnosis and help), and the connection is
+    /// closed. It runs inside `get`'s deadline (`wait_timeout`).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), neon_connect::Error> {
+    /// let pool = neon_connect::Options::new("postgresql://app@db.example.com/app")?
+    ///     .after_connect(|client| {
+    ///         Box::pin(async move {
+    ///             client.batch_execute("SET search_path TO billing, public").await?;
+    ///             Ok(())
+    ///         })
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// On a Neon `-pooler` endpoint (PgBouncer in transaction mode) a session `SET` lands on
+    /// whichever server connection ran it and is lost for the next transaction: set such
+    /// settings on the role instead (`ALTER ROLE app SET search_path = billing, public`), or
+    /// with `SET LOCAL` inside each transaction.
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'a> Fn(&'a tokio_postgres::Client) -> HookFuture<'a> + Send + Sync + 'static,
+    {
+        self.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Keeps at least `n` idle connections open (at most the pool size), refilled by a
+    /// background task started with the pool (default 0: connections are opened on demand).
+    /// It checks the pool every [`MIN_IDLE_INTERVAL`](crate::MIN_IDLE_INTERVAL), closes idle
+    /// connections past [`Options::idle_timeout`] or [`Options::max_lifetime`] and opens new
+    /// ones, so the first requests after a quiet period do not pay for a handshake.
+    ///
+    /// Open connections keep a Neon compute awake: with `min_idle` above 0, the pool holds
+    /// connections around the clock and reopens them every `idle_timeout`, so the compute
+    /// never scales to zero (and is billed while it runs). Leave it at 0 where scale-to-zero
+    /// matters more than the first request's latency.
+    pub fn min_idle(mut self, n: usize) -> Self {
+        self.min_idle = n;
+        self
+    }
+
+    /// Logs (a `tracing` warning, once per checkout) a connection checked out for longer than
+    /// `threshold`, with the file and line of the [`Pool::get`] that took it: connections held
+    /// across slow work, or kept in a struct by mistake, starve the pool. Off by default; when
+    /// on, each checkout starts one timer, stopped when the connection is returned.
+    pub fn leak_detection(mut self, threshold: Duration) -> Self {
+        self.leak_detection = Some(threshold);
         self
     }
 
@@ -320,19 +388,19 @@ impl Options {
         }
     }
 
-    /// Opens and checks the first connection, then returns the pool holding it: a wrong
-    /// password, certificate or host fails here, not at the first request.
-    ///
-    /// # Errors
-    /// Any [`ErrorKind`]: the error says which step failed and what to change.
-    pub async fn connect(self) -> Result<Pool, Error> {
+    /// Builds the pool around `connector` without opening a connection.
+    fn build_pool(&self, connector: Arc<Connector>) -> Result<Pool, Error> {
         crate::neon::warn_if_pooled(&self.cs);
-        let connector = self.connector().await?;
         let health = Health {
             check_timeout: self.recycle_timeout,
             ..self.health
         };
-        let manager = Manager::new(connector.clone(), health);
+        crate::service::describe();
+        let first = self.cs.targets().next();
+        let mut warnings = crate::tls::warnings(&self.cs, &connector.policy);
+        warnings.extend(crate::neon::pooled_warning(&self.cs));
+        let manager =
+            Manager::new(connector, health).with_after_connect(self.after_connect.clone());
         // `Pool::get` puts one deadline (`wait_timeout`) over waiting, checking and opening;
         // each network check at checkout has its own (`recycle_timeout`), inside the manager.
         let inner = managed::Pool::builder(manager)
@@ -346,7 +414,32 @@ impl Options {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::new(ErrorKind::Pool, "could not build the pool").with_source(e))?;
-        let pool = Pool::new(inner, self.wait_timeout);
+        Ok(Pool::new(inner, self.wait_timeout).with_service(Service {
+            min_idle: self.min_idle.min(self.pool_size),
+            leak_detection: self.leak_detection,
+            server_address: first
+                .as_ref()
+                .map(crate::connect::otel_address)
+                .unwrap_or_default(),
+            server_port: first.as_ref().map_or(5432, |t| t.port),
+            db_namespace: self
+                .cs
+                .dbname()
+                .or(self.cs.user())
+                .unwrap_or_default()
+                .to_string(),
+            warnings,
+        }))
+    }
+
+    /// Opens and checks the first connection, then returns the pool holding it: a wrong
+    /// password, certificate or host fails here, not at the first request.
+    ///
+    /// # Errors
+    /// Any [`ErrorKind`]: the error says which step failed and what to change.
+    pub async fn connect(self) -> Result<Pool, Error> {
+        let connector = self.connector().await?;
+        let pool = self.build_pool(connector)?;
         let client = pool.get().await?;
         client.simple_query("").await.map_err(|e| {
             Error::new(
@@ -358,6 +451,30 @@ impl Options {
         })?;
         pool.remember_first(client.info.clone());
         drop(client);
+        pool.keep_warm();
+        Ok(pool)
+    }
+
+    /// Builds the pool without opening a connection: the first [`Pool::get`] (or
+    /// [`Pool::ping`], or the background task of [`Options::min_idle`]) opens one. For services
+    /// that must start while the database is unreachable, or that should not wake a Neon
+    /// compute at startup.
+    ///
+    /// What can be checked without the network is checked here: the connection string, the
+    /// TLS policy, the root certificates and the client certificate. A wrong password, host
+    /// or server certificate fails at the first `get` instead. Call it inside a Tokio
+    /// runtime when `min_idle` is set (its background task is spawned here). It reads
+    /// certificate files, as `connect` does.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ConnectionString`], [`ErrorKind::TlsPolicy`],
+    /// [`ErrorKind::RootCertificates`] or [`ErrorKind::ClientCertificate`].
+    pub fn connect_lazy(self) -> Result<Pool, Error> {
+        self.validate()?;
+        let mut connector = Connector::new(self.cs.clone(), self.roots.as_ref())?;
+        connector.max_attempts = self.connect_attempts;
+        let pool = self.build_pool(Arc::new(connector))?;
+        pool.keep_warm();
         Ok(pool)
     }
 

@@ -10,6 +10,8 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType,
 use deadpool_postgres::ClientWrapper;
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +53,39 @@ pub const DEFAULT_CHECK_AFTER_IDLE: Duration = Duration::from_secs(30);
 /// the connection string nor `PGAPPNAME` set one.
 pub const DEFAULT_APPLICATION_NAME: &str = "neon-connect";
 
+/// The error an [`Options::after_connect`](crate::Options::after_connect) hook returns: any
+/// error, so `?` works on `tokio_postgres::Error`, this crate's [`Error`] and others.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future an [`Options::after_connect`](crate::Options::after_connect) hook returns
+/// (`Box::pin(async move { ... })`).
+pub type HookFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send + 'a>>;
+
+/// A hook run on every new connection before it is handed out.
+pub(crate) type AfterConnect =
+    Arc<dyn for<'a> Fn(&'a tokio_postgres::Client) -> HookFuture<'a> + Send + Sync>;
+
+/// The error of a failed `after_connect` hook, classified like a connect error: a server
+/// error keeps its SQLSTATE diagnosis and help, and the message says the hook failed.
+fn hook_error(e: HookError, host: &str) -> Error {
+    let e = match e.downcast::<Error>() {
+        Ok(e) => *e,
+        Err(e) => match e.downcast::<tokio_postgres::Error>() {
+            Ok(pg) => Error::from(*pg),
+            Err(other) => Error::new(ErrorKind::Server, "it returned an error")
+                .with_help("the cause is your hook's error")
+                .with_source(other),
+        },
+    };
+    let message = format!(
+        "the `after_connect` hook failed on a new connection: {}",
+        e.message()
+    );
+    e.with_message(message)
+        .with_step(Step::Startup)
+        .with_host(host)
+}
+
 /// When an idle connection is replaced rather than handed out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Health {
@@ -75,6 +110,8 @@ pub(crate) struct Health {
 /// gets the connection. The next [`Pool::get`] never waits behind an abandoned statement.
 pub struct Client {
     object: managed::Object<Manager>,
+    /// Leak detection's timer (`Options::leak_detection`), while it is on.
+    watch: Option<crate::service::LeakWatch>,
 }
 
 impl std::ops::Deref for Client {
@@ -98,6 +135,9 @@ impl fmt::Debug for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        crate::service::returned(|| {
+            managed::Object::pool(&self.object).map_or(0, |p| p.status().available + 1)
+        });
         let conn: &PooledConnection = &self.object;
         let Some(probe) = &conn.probe else { return };
         if !probe.session.returned() {
@@ -146,6 +186,8 @@ pub struct Manager {
     epoch: Instant,
     /// Connections alive (created and not yet dropped).
     live: Arc<AtomicUsize>,
+    /// Run on every new connection before it is handed out (`Options::after_connect`).
+    after_connect: Option<AfterConnect>,
 }
 
 impl Manager {
@@ -156,7 +198,14 @@ impl Manager {
             suspect_before: AtomicU64::new(0),
             epoch: Instant::now(),
             live: Arc::default(),
+            after_connect: None,
         }
+    }
+
+    /// Sets the hook run on every new connection (`Options::after_connect`).
+    pub(crate) fn with_after_connect(mut self, hook: Option<AfterConnect>) -> Manager {
+        self.after_connect = hook;
+        self
     }
 }
 
@@ -192,6 +241,9 @@ pub struct PooledConnection {
     /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
     _goodbye: tokio::sync::oneshot::Sender<()>,
     _live: Live,
+    /// This connection's maximum lifetime: `max_lifetime` less up to 10%, so that connections
+    /// opened together are not all replaced at once.
+    lifetime: Duration,
 }
 
 impl fmt::Debug for PooledConnection {
@@ -233,7 +285,8 @@ impl managed::Manager for Manager {
             // With live connections, a full server is not asked again: `Pool::get` waits for a
             // returned connection instead.
             .connect_unless_full(self.live.load(Ordering::Acquire) > 0)
-            .await?;
+            .await
+            .inspect_err(crate::service::failed)?;
         trace(|t| t.opening = None);
         self.live.fetch_add(1, Ordering::AcqRel);
         let live = Live(self.live.clone());
@@ -279,6 +332,14 @@ impl managed::Manager for Manager {
                 tracing::debug!(target: "neon_connect", host = %host, "connection ended: {e}");
             }
         });
+        if let Some(hook) = &self.after_connect {
+            // On failure the client is dropped here: the task says goodbye and ends.
+            hook(&client)
+                .await
+                .map_err(|e| hook_error(e, &info.host))
+                .inspect_err(crate::service::failed)?;
+        }
+        crate::service::opened();
         // deadpool-postgres's wrapper aborts the task it is given when dropped, which would cut
         // the goodbye short: it gets a finished placeholder, and the real task ends by itself.
         let placeholder = tokio::spawn(async {});
@@ -290,6 +351,10 @@ impl managed::Manager for Manager {
             role,
             _goodbye: goodbye,
             _live: live,
+            lifetime: crate::service::jittered_lifetime(
+                self.health.max_lifetime,
+                crate::connect::random_u64(),
+            ),
         })
     }
 
@@ -303,33 +368,53 @@ impl managed::Manager for Manager {
         let health = &self.health;
         let unused = metrics.last_used();
         let verdict = conn.probe.as_ref().map(|p| p.session.verdict());
-        let reason = if conn.is_closed() {
+        // (the metrics label, the log's reason)
+        let (label, reason) = if conn.is_closed() {
             // The server ended it (57P01 on restart or scale-to-zero, a crash) or the socket broke.
-            "the connection was closed"
+            ("closed", "the connection was closed")
         } else if verdict == Some(Verdict::CancelAndReplace) {
             // In the background: the caller gets another connection without waiting for it.
             let (cancel, host) = (conn.cancel.clone(), conn.info.host.clone());
             tokio::spawn(async move { send_cancel(cancel, &host).await });
-            "its last user abandoned a statement that was still running (cancelled)"
+            (
+                "abandoned",
+                "its last user abandoned a statement that was still running (cancelled)",
+            )
         } else if verdict == Some(Verdict::Replace) {
-            "its last user abandoned a statement that was still running"
+            (
+                "abandoned",
+                "its last user abandoned a statement that was still running",
+            )
         } else if let Some(role) = conn.role.mismatch() {
             // It turned read-only (or was promoted) under us: a write on it failed with 25006.
             tracing::info!(target: "neon_connect", host = %conn.info.host, role = role.as_str(), "retiring a pooled connection: its server is now a {role}, which target_session_attrs does not accept");
-            "its server is no longer what target_session_attrs asks for"
-        } else if metrics.age() >= health.max_lifetime {
-            "the connection reached its maximum lifetime"
+            (
+                "server_role",
+                "its server is no longer what target_session_attrs asks for",
+            )
+        } else if metrics.age() >= conn.lifetime {
+            (
+                "max_lifetime",
+                "the connection reached its maximum lifetime",
+            )
         } else if unused >= health.idle_timeout {
-            "the connection was idle too long"
+            ("idle_timeout", "the connection was idle too long")
         } else if unused >= health.check_after_idle && self.suspect(metrics) {
-            "an idle check of another connection failed after this one was last used"
+            (
+                "suspect",
+                "an idle check of another connection failed after this one was last used",
+            )
         } else if unused >= health.check_after_idle && !self.check(conn, "").await {
-            "the connection failed its idle check"
+            ("idle_check_failed", "the connection failed its idle check")
         } else if verdict == Some(Verdict::InTransaction) && !self.check(conn, "ROLLBACK").await {
-            "its last user left a transaction open, and rolling it back failed"
+            (
+                "rollback_failed",
+                "its last user left a transaction open, and rolling it back failed",
+            )
         } else {
             return Ok(());
         };
+        crate::service::retired(label);
         tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = metrics.age().as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
         trace(|t| t.replaced += 1);
         Err(RecycleError::message(reason))
@@ -369,6 +454,61 @@ impl Manager {
     }
 }
 
+/// One round of `Options::min_idle`: retires idle connections that their next checkout would
+/// replace anyway (past `idle_timeout` or their lifetime), then, unless the server is full,
+/// opens connections until `min` are idle (or the pool is at its size). False when opening
+/// one failed.
+async fn fill(inner: &managed::Pool<Manager>, min: usize, full: &ServerFull) -> bool {
+    let health = inner.manager().health;
+    let retired = inner.retain(|conn, m| {
+        if m.age() >= conn.lifetime {
+            crate::service::retired("max_lifetime");
+        } else if m.last_used() >= health.idle_timeout {
+            crate::service::retired("idle_timeout");
+        } else {
+            return true;
+        }
+        false
+    });
+    if !retired.removed.is_empty() {
+        tracing::debug!(target: "neon_connect", retired = retired.removed.len(), "min_idle: closing idle connections past idle_timeout or max_lifetime");
+    }
+    drop(retired);
+    if full.limit().is_some() {
+        return true;
+    }
+    let s = inner.status();
+    let in_use = s.size - s.available;
+    let want = min.min(s.max_size.saturating_sub(in_use));
+    if s.available >= want {
+        return true;
+    }
+    // deadpool opens a connection only when none is idle: hold the idle ones while opening
+    // the missing ones, then return them all. Never wait: a caller that needs a slot has it.
+    let no_wait = Timeouts {
+        wait: Some(Duration::ZERO),
+        create: None,
+        recycle: None,
+    };
+    let mut held = Vec::with_capacity(want);
+    let filled = loop {
+        if held.len() >= want {
+            break true;
+        }
+        match inner.timeout_get(&no_wait).await {
+            Ok(object) => held.push(object),
+            Err(managed::PoolError::Timeout(_) | managed::PoolError::Closed) => break true,
+            Err(e) => {
+                tracing::debug!(target: "neon_connect", "min_idle: could not open a connection: {e}");
+                break false;
+            }
+        }
+    };
+    drop(held);
+    crate::service::idle(inner.status().available);
+    filled
+}
+
 /// What one `Pool::get` spent its time on, for the message when its deadline runs out.
 #[derive(Debug, Default)]
 struct GetTrace {
@@ -396,7 +536,29 @@ pub struct Pool {
     wait_timeout: Duration,
     /// The effective size while the server refuses more connections.
     full: Arc<ServerFull>,
+    /// What `Options` asked for around the pool (warm connections, leak detection, ...).
+    service: Arc<Service>,
 }
+
+/// The pool's settings beyond deadpool's, set by `Options`.
+#[derive(Debug, Default)]
+pub(crate) struct Service {
+    /// Idle connections kept open in the background (`Options::min_idle`).
+    pub(crate) min_idle: usize,
+    /// Log checkouts held longer than this (`Options::leak_detection`).
+    pub(crate) leak_detection: Option<Duration>,
+    /// The first host's address and port and the database, for the checkout span's
+    /// OpenTelemetry attributes.
+    pub(crate) server_address: String,
+    pub(crate) server_port: u16,
+    pub(crate) db_namespace: String,
+    /// The warnings about these settings (`Pool::warnings`).
+    pub(crate) warnings: Vec<String>,
+}
+
+/// How often the background task of [`Options::min_idle`](crate::Options::min_idle) looks at
+/// the pool (it opens connections only when fewer than `min_idle` are idle).
+pub const MIN_IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long after the server last refused a connection for lack of slots the pool keeps its
 /// reduced size before it tries to grow again.
@@ -467,7 +629,47 @@ impl Pool {
             first: Arc::new(std::sync::OnceLock::new()),
             wait_timeout,
             full: Arc::default(),
+            service: Arc::default(),
         }
+    }
+
+    /// Sets what `Options` asked for around the pool.
+    pub(crate) fn with_service(mut self, service: Service) -> Pool {
+        self.service = Arc::new(service);
+        self
+    }
+
+    /// Starts the background task that keeps `min_idle` connections open, if asked for. It
+    /// ends when the pool is closed or dropped.
+    pub(crate) fn keep_warm(&self) {
+        let min = self.service.min_idle;
+        if min == 0 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(target: "neon_connect", "min_idle({min}) is ignored: the pool was built outside a Tokio runtime, so no background task can keep connections open");
+            return;
+        };
+        let weak = self.inner.weak();
+        let full = self.full.clone();
+        runtime.spawn(async move {
+            let mut pause = MIN_IDLE_INTERVAL;
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                if inner.is_closed() {
+                    return;
+                }
+                let filled = fill(&inner, min, &full).await;
+                drop(inner);
+                // Back off while connections cannot be opened (the error was logged).
+                pause = if filled {
+                    MIN_IDLE_INTERVAL
+                } else {
+                    (pause * 2).min(Duration::from_secs(30))
+                };
+                tokio::time::sleep(pause).await;
+            }
+        });
     }
 
     /// Keeps what the first connection negotiated, for [`Pool::info`].
@@ -485,7 +687,36 @@ impl Pool {
     /// # Errors
     /// [`ErrorKind::Pool`] when none frees up within the wait timeout (the message says how
     /// many are in use), or the connection error when a new one cannot be opened.
-    pub async fn get(&self) -> Result<Client, Error> {
+    #[track_caller]
+    pub fn get(&self) -> impl std::future::Future<Output = Result<Client, Error>> + Send + '_ {
+        // Where the caller took it, for leak detection: a `&'static` the compiler passes in.
+        let caller = std::panic::Location::caller();
+        // OpenTelemetry's database attribute names; a disabled span costs a flag check.
+        let span = tracing::debug_span!(
+            target: "neon_connect",
+            "checkout",
+            "db.system.name" = "postgresql",
+            "server.address" = %self.service.server_address,
+            "server.port" = self.service.server_port,
+            "db.namespace" = %self.service.db_namespace,
+        );
+        tracing::Instrument::instrument(
+            async move {
+                let checkout = crate::service::Checkout::start();
+                let mut result = self.get_untracked().await;
+                checkout.end(result.as_ref().ok().map(|_| self.inner.status().available));
+                if let (Ok(client), Some(after)) = (&mut result, self.service.leak_detection) {
+                    client.watch =
+                        crate::service::LeakWatch::start(after, caller, &client.info.host);
+                }
+                result
+            },
+            span,
+        )
+    }
+
+    /// [`Pool::get`] without the caller's location.
+    async fn get_untracked(&self) -> Result<Client, Error> {
         let deadline = self.wait_timeout;
         let started = Instant::now();
         let none = Timeouts {
@@ -498,7 +729,10 @@ impl Pool {
             (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
         });
         match get.await {
-            (Ok(Ok(object)), _) => Ok(Client { object }),
+            (Ok(Ok(object)), _) => Ok(Client {
+                object,
+                watch: None,
+            }),
             (Ok(Err(e)), _) => Err(self.pool_error(e)),
             (Err(_), spent) => Err(self.deadline_error(started.elapsed(), &spent)),
         }
@@ -600,9 +834,52 @@ impl Pool {
         }
     }
 
-    /// What the first connection negotiated (host, TLS version, cipher, verification).
+    /// Readiness: checks out a connection (within the pool's `wait_timeout`, opening one if
+    /// needed) and runs an empty query on it within `recycle_timeout`. The error is the
+    /// crate's readable one (what failed, at which step, the fix): a service's readiness
+    /// endpoint can answer 503 with its first line.
+    ///
+    /// # Errors
+    /// Any [`ErrorKind`] a [`Pool::get`] can return, [`Diagnosis::PingTimeout`], or the
+    /// query's error.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let client = self.get().await?;
+        let deadline = self.inner.manager().health.check_timeout;
+        match tokio::time::timeout(deadline, client.simple_query("")).await {
+            Ok(Ok(_)) => {
+                if self.first.get().is_none() {
+                    // A lazy pool's first connection.
+                    self.remember_first(client.info.clone());
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Error::from(e).with_host(client.info.host.clone())),
+            Err(_) => Err(diagnose(
+                Diagnosis::PingTimeout,
+                format!(
+                    "`pool.ping()` timed out after {:.1}s: the server did not answer an empty query on \"{}\"",
+                    deadline.as_secs_f64(),
+                    client.info.host
+                ),
+            )
+            .with_step(Step::Query)
+            .with_host(client.info.host.clone())),
+        }
+    }
+
+    /// What the first connection negotiated (host, TLS version, cipher, verification):
+    /// `None` for a pool of [`Options::connect_lazy`](crate::Options::connect_lazy) until a
+    /// [`Pool::ping`] succeeds.
     pub fn info(&self) -> Option<&ConnectionInfo> {
         self.first.get()
+    }
+
+    /// The warnings about this pool's settings (a TLS mode that does not check the server, a
+    /// pooled endpoint), also logged once per process with `tracing`: a service can log or
+    /// expose them where people look (a startup report, an admin page). Empty for
+    /// `verify-full` on a direct endpoint.
+    pub fn warnings(&self) -> &[String] {
+        &self.service.warnings
     }
 
     /// Size, idle and waiting counts, for health endpoints.

@@ -105,6 +105,7 @@ async fn run() {
     let (status, body) = http_get(addr, "/health").await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ok"], true, "{body}");
     assert_eq!(v["max_size"], 3, "{body}");
     assert_eq!(v["waiting"], 0, "{body}");
     let size = v["size"].as_u64().unwrap();
@@ -156,6 +157,49 @@ async fn run() {
     );
     pool.close();
     assert!(pool.get().await.is_err());
+}
+
+/// `/health` answers 503 with the error's one line when the database cannot be reached (a
+/// lazy pool to a port nobody listens on).
+#[tokio::test]
+async fn health_is_503_with_the_errors_one_line_when_the_database_is_down() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let server = PgServer::shared();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!(
+            "postgresql://app:secret-pw@127.0.0.1:{port}/app?sslrootcert={}",
+            server.ca_file().display()
+        );
+        let pool = neon_connect::Options::from_connection_string(
+            neon_connect::ConnectionString::parse(&url).unwrap(),
+        )
+        .connect_attempts(1)
+        .connect_lazy()
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = tokio::spawn(axum::serve(listener, app::app(pool)).into_future());
+        let (status, body) = http_get(addr, "/health").await;
+        assert_eq!(status, 503, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["ok"], false, "{body}");
+        assert_eq!(v["diagnosis"], "network-refused", "{body}");
+        let error = v["error"].as_str().unwrap();
+        assert!(!error.contains('\n'), "one line: {error}");
+        assert!(
+            error.starts_with("connection refused by \"127.0.0.1:"),
+            "{error}"
+        );
+        assert!(error.contains("help: "), "{error}");
+        assert!(!body.contains("secret-pw"), "{body}");
+        service.abort();
+    })
+    .await
+    .expect("the test took over 30 s");
 }
 
 /// Other drivers reuse the policy: plain tokio-postgres with `Options::tokio_postgres_config`

@@ -17,8 +17,8 @@ pub struct QueryParams {
     pub n: i64,
 }
 
-/// `GET /query?n=N` (runs `SELECT $1 + 1` with N as a parameter) and `GET /health` (pool
-/// status), on one shared pool.
+/// `GET /query?n=N` (runs `SELECT $1 + 1` with N as a parameter) and `GET /health`
+/// (readiness: `pool.ping()`, and the pool's status), on one shared pool.
 pub fn app(pool: Pool) -> Router {
     Router::new()
         .route("/query", get(query))
@@ -41,14 +41,27 @@ async fn query(
     ))
 }
 
-async fn health(State(pool): State<Pool>) -> Json<serde_json::Value> {
+/// Readiness: 200 when a connection can be checked out and answers an empty query within the
+/// pool's deadlines, else 503 with the error's one line (what failed and the fix; never the
+/// password).
+async fn health(State(pool): State<Pool>) -> Response {
+    let ping = pool.ping().await;
     let s = pool.status();
-    Json(json!({
+    let mut body = json!({
+        "ok": ping.is_ok(),
         "size": s.size,
         "available": s.available,
         "waiting": s.waiting,
         "max_size": s.max_size,
-    }))
+    });
+    match ping {
+        Ok(()) => Json(body).into_response(),
+        Err(e) => {
+            body["error"] = json!(e.to_string());
+            body["diagnosis"] = json!(e.diagnosis().map(|d| d.id()));
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
 }
 
 /// A handler's error: the crate's `Error`, answered as JSON with a status that fits its

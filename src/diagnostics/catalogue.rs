@@ -297,6 +297,10 @@ catalogue![
         "timed out after 10.0s waiting for a free connection: all 10 connections of the pool are in use (3 waiting)",
         "every connection was checked out for the whole wait",
         "return connections sooner (drop clients after each request and avoid holding them across slow work), raise `pool_size`, or raise `wait_timeout`";
+    PingTimeout = "ping-timeout", Timeout, true,
+        "`pool.ping()` timed out after 2.0s: the server did not answer an empty query on \"host:5432\"",
+        "a connection was checked out but the server (or the network path to it) did not answer within the check deadline",
+        "check the server's load and the network path; the deadline is `recycle_timeout`";
     QueryConnectionLost = "query-connection-lost", Closed, true,
         "the connection was lost during the query: ...",
         "the server closed the connection, or the network cut it, before the statement's result arrived (a restart, a failover, an administrator, an idle cut-off)",

@@ -101,6 +101,52 @@ fn warn_once(flag: &'static AtomicBool, message: &str) {
     }
 }
 
+/// The warnings this policy deserves (logged once per process by `resolve`), for
+/// `Pool::warnings`.
+pub(crate) fn warnings(cs: &ConnectionString, policy: &TlsPolicy) -> Vec<String> {
+    let mode = cs.sslmode().unwrap_or(SslMode::VerifyFull);
+    let mut out: Vec<String> = weak_mode_warning(mode).into_iter().collect();
+    if policy.verification == Verification::Unverified {
+        out.push(unverified_warning(cs));
+    }
+    out
+}
+
+fn weak_mode_warning(mode: SslMode) -> Option<String> {
+    matches!(mode, SslMode::Allow | SslMode::Prefer).then(|| {
+        format!(
+            "sslmode={} is treated as `require`: the connection is always encrypted and \
+             never falls back to plaintext; use `verify-full` to also check the server's identity",
+            mode.as_str()
+        )
+    })
+}
+
+/// Without verification, what is exposed depends on channel binding: with
+/// `channel_binding=require`, SCRAM-SHA-256-PLUS binds the login to this TLS connection's
+/// certificate, so a man in the middle (whose certificate differs from the server's) cannot
+/// complete the login, and a fake server cannot either (it must prove it holds the role's SCRAM
+/// secret): the session's queries never reach anyone else. What still reaches an impersonator is
+/// what is sent before that proof: the startup packet, and the client's SCRAM proof, which lets
+/// it guess the password offline.
+fn unverified_warning(cs: &ConnectionString) -> String {
+    if cs.channel_binding() == Some(crate::config::ChannelBinding::Require) {
+        "sslmode=require without a root certificate: the server's certificate is not verified. \
+         channel_binding=require still protects the session: a man in the middle cannot complete \
+         the SCRAM login, so queries and data only ever reach a server that holds this role's \
+         password secret. What stays open: an impersonating server receives the user name, \
+         database and startup parameters, and the client's SCRAM proof, with which it can try to \
+         guess the password offline (a weak password can be found); use `sslmode=verify-full` to \
+         refuse it before anything is sent"
+            .to_string()
+    } else {
+        "sslmode=require without a root certificate: the connection is encrypted but the \
+         server's certificate is not verified, so an attacker on the network path could \
+         impersonate the server; use `sslmode=verify-full` to verify it"
+            .to_string()
+    }
+}
+
 static WARNED_WEAK: AtomicBool = AtomicBool::new(false);
 static WARNED_UNVERIFIED: AtomicBool = AtomicBool::new(false);
 
@@ -165,15 +211,8 @@ impl TlsPolicy {
             ))
             .with_help("write `sslmode=verify-full` (or `require`) next to `sslnegotiation=direct`"));
         }
-        if matches!(mode, SslMode::Allow | SslMode::Prefer) {
-            warn_once(
-                &WARNED_WEAK,
-                &format!(
-                    "sslmode={} is treated as `require`: the connection is always encrypted and \
-                     never falls back to plaintext; use `verify-full` to also check the server's identity",
-                    mode.as_str()
-                ),
-            );
+        if let Some(warning) = weak_mode_warning(mode) {
+            warn_once(&WARNED_WEAK, &warning);
         }
 
         // Which roots: given in code, then sslrootcert, then libpq's default file, then the system store.
@@ -202,12 +241,7 @@ impl TlsPolicy {
             _ => match explicit_roots {
                 Some(roots) => (Verification::Chain, roots),
                 None => {
-                    warn_once(
-                        &WARNED_UNVERIFIED,
-                        "sslmode=require without a root certificate: the connection is encrypted but the \
-                         server's certificate is not verified, so an attacker on the network path could \
-                         impersonate the server; use `sslmode=verify-full` to verify it",
-                    );
+                    warn_once(&WARNED_UNVERIFIED, &unverified_warning(cs));
                     (Verification::Unverified, Roots::Unused)
                 }
             },

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// What was negotiated on a TLS connection.
-#[derive(Debug, Clone)]
+/// What was negotiated on a TLS connection. Its `Debug` summarises the peer certificates
+/// (subject, SHA-256 fingerprint, size) instead of printing their DER.
+#[derive(Clone)]
 pub struct TlsInfo {
     /// `TLSv1.3` or `TLSv1.2`.
     pub protocol: String,
@@ -37,6 +38,52 @@ pub struct TlsInfo {
     pub channel_binding_digest: Option<&'static str>,
     /// The certificate chain the server presented (DER), leaf first.
     pub peer_certificates: Vec<CertificateDer<'static>>,
+}
+
+impl fmt::Debug for TlsInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsInfo")
+            .field("protocol", &self.protocol)
+            .field("cipher_suite", &self.cipher_suite)
+            .field("alpn", &self.alpn)
+            .field("sni_sent", &self.sni_sent)
+            .field("direct", &self.direct)
+            .field("verification", &self.verification)
+            .field("roots", &self.roots)
+            .field("channel_binding_digest", &self.channel_binding_digest)
+            .field(
+                "peer_certificates",
+                &CertChain(self.peer_certificates.as_slice()),
+            )
+            .finish()
+    }
+}
+
+/// A certificate chain in `Debug`: one line per certificate.
+struct CertChain<'a>(&'a [CertificateDer<'static>]);
+
+impl fmt::Debug for CertChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|c| CertLine(c.as_ref())))
+            .finish()
+    }
+}
+
+/// `"CN=localhost (sha256:1a2b3c4d5e6f7a8b, 812 bytes)"`.
+struct CertLine<'a>(&'a [u8]);
+
+impl fmt::Debug for CertLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use sha2::Digest;
+        use x509_cert::der::Decode;
+        let subject = x509_cert::Certificate::from_der(self.0)
+            .map(|c| c.tbs_certificate.subject.to_string())
+            .unwrap_or_else(|_| "(unparsable certificate)".to_string());
+        let digest = sha2::Sha256::digest(self.0);
+        let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "\"{subject} (sha256:{short}, {} bytes)\"", self.0.len())
+    }
 }
 
 /// Per-attempt progress, so a timeout or failure can name the step it happened at, and what
