@@ -294,7 +294,7 @@ catalogue![
         "the endpoint only accepts connections from allowed networks (private networking, VPC endpoint restrictions)",
         "connect from an allowed network, or change the project's network settings in the Neon console";
     PoolTimeout = "pool-timeout", Pool, true,
-        "timed out after 10.0s waiting for a free connection: all 10 connections of the pool are in use (3 waiting)",
+        "timed out after 15.0s waiting for a free connection: all 10 connections of the pool are in use (3 waiting)",
         "every connection was checked out for the whole wait",
         "return connections sooner (drop clients after each request and avoid holding them across slow work), raise `pool_size`, or raise `wait_timeout`";
     PingTimeout = "ping-timeout", Timeout, true,
