@@ -25,7 +25,20 @@ async fn main() -> ExitCode {
     }
     // Fails here, before the service listens, on a wrong password, certificate or host.
     let pool = match neon_connect::Options::from_env() {
-        Ok(options) => match options.connect().await {
+        // Every new connection gets the service's session settings before it is handed out
+        // (on a Neon -pooler host, set these on the role instead: see the README).
+        Ok(options) => match options
+            .after_connect(|client| {
+                Box::pin(async move {
+                    client
+                        .batch_execute("SET statement_timeout = '10s'; SET lock_timeout = '2s'")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect()
+            .await
+        {
             Ok(pool) => pool,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -689,6 +689,12 @@ async fn the_common_name_is_never_used_as_the_host_name() {
         Some(Diagnosis::CertificateWrongName),
         "{err:#}"
     );
+    assert!(
+        err.to_string().contains(
+            "the certificate has no subjectAltName (a name only in its Common Name is never used)"
+        ),
+        "{err}"
+    );
     // The chain itself is fine.
     let pool = connect(&url(s, &format!("sslmode=verify-ca&sslrootcert={ca}")))
         .await
