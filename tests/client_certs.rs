@@ -124,6 +124,75 @@ async fn a_client_certificate_the_server_rejects_points_at_the_client_certificat
 }
 
 #[tokio::test]
+async fn an_x509_v1_client_certificate_is_named_as_such_not_as_a_key_mismatch() {
+    let dir = Dir::new("v1");
+    let d = |f: &str| dir.0.join(f).display().to_string();
+    // OpenSSL's `x509 -req` without extensions writes a version 1 certificate.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &d("ca.key"),
+        "-out",
+        &d("ca.pem"),
+        "-subj",
+        "/CN=v1 test CA",
+        "-days",
+        "2",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &d("c.key"),
+        "-out",
+        &d("c.csr"),
+        "-subj",
+        "/CN=neon",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &d("c.csr"),
+        "-CA",
+        &d("ca.pem"),
+        "-CAkey",
+        &d("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &d("c.pem"),
+    ]);
+    std::fs::set_permissions(dir.0.join("c.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = connect(Some(&dir.0.join("c.pem")), Some(&dir.0.join("c.key")))
+        .await
+        .expect_err("v1 is refused");
+    let line = err.to_string();
+    assert_eq!(
+        err.kind(),
+        neon_connect::ErrorKind::ClientCertificate,
+        "{line}"
+    );
+    assert!(
+        line.contains("is an X.509 v1 certificate, which is not supported"),
+        "{line}"
+    );
+    assert!(!line.contains("does not match"), "{line}");
+}
+
+#[tokio::test]
 async fn a_key_that_does_not_match_the_certificate_is_refused() {
     let dir = Dir::new("mismatch");
     let (cert, _) = issue(KeyAlgorithm::EcdsaP256);

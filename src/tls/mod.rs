@@ -402,7 +402,22 @@ impl TlsPolicy {
         let mut config = match &self.client_cert {
             Some((cert, key)) => {
                 let (chain, key) = load_client_identity(cert, key, self.key_password.as_ref())?;
+                let v1 = chain.first().is_some_and(|c| is_x509_v1(c));
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    if v1 {
+                        // rustls refuses v1 certificates outright; saying "does not match"
+                        // would send the user after the wrong file.
+                        return Error::new(
+                            ErrorKind::ClientCertificate,
+                            format!(
+                                "the client certificate {} is an X.509 v1 certificate, which is not supported",
+                                cert.display()
+                            ),
+                        )
+                        .with_step(Step::Config)
+                        .with_help("reissue it as an X.509 v3 certificate (with OpenSSL: `openssl x509 -req ... -extfile <(printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=clientAuth')`)")
+                        .with_source(e);
+                    }
                     Error::new(
                         ErrorKind::ClientCertificate,
                         format!(
@@ -470,3 +485,10 @@ fn feature_provider() -> CryptoProvider {
 compile_error!(
     "neon-connect needs a crypto provider: enable the `ring` (default) or `aws-lc-rs` feature"
 );
+
+/// Whether `der` is an X.509 version 1 certificate (no extensions; rustls refuses it).
+fn is_x509_v1(der: &CertificateDer<'_>) -> bool {
+    use x509_cert::der::Decode;
+    x509_cert::Certificate::from_der(der)
+        .is_ok_and(|c| c.tbs_certificate.version == x509_cert::certificate::Version::V1)
+}
