@@ -146,3 +146,23 @@ async fn a_root_certificate_file_that_does_not_exist_says_so() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_message_with_an_invalid_length_is_a_protocol_violation_not_retried() {
+    let proxy = FakeNeonProxy::start(Script::InvalidLength).await.unwrap();
+    let (err, seen) = provoke(proxy.port(), || proxy.connections()).await;
+    assert_eq!(
+        err.diagnosis(),
+        Some(Diagnosis::ProtocolViolation),
+        "{err:#}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(seen, 1, "not retried");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "the server \"localhost:{}\" sent a message that is not valid PostgreSQL protocol",
+            proxy.port()
+        )),
+        "{err}"
+    );
+}

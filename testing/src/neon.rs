@@ -43,6 +43,9 @@ pub enum Script {
     /// Offer SCRAM-SHA-256 without the channel-binding variant (SCRAM-SHA-256-PLUS), as a
     /// pooler that terminates TLS does, and hang up if the client goes on.
     ScramWithoutPlus,
+    /// Answer the startup message with a message whose length field is invalid (2: less than
+    /// the 4 bytes of the length itself), as a broken proxy or a non-PostgreSQL server might.
+    InvalidLength,
 }
 
 /// A running fake proxy on 127.0.0.1; stops when dropped.
@@ -110,6 +113,12 @@ impl FakeNeonProxy {
                         Script::FailThenRelay { code, message, .. } => (code, message),
                         Script::RequireSni { other } if sni.is_some() => {
                             ("XX000".to_string(), other)
+                        }
+                        Script::InvalidLength => {
+                            tls.write_all(&[b'R', 0, 0, 0, 2]).await.ok()?;
+                            tls.flush().await.ok()?;
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            return tls.shutdown().await.ok();
                         }
                         Script::ScramWithoutPlus => {
                             let mut sasl = vec![b'R', 0, 0, 0, 0, 0, 0, 0, 10];
