@@ -166,3 +166,29 @@ async fn a_message_with_an_invalid_length_is_a_protocol_violation_not_retried() 
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_speaks_only_tls_1_1_is_told_apart() {
+    let server = support::start_server(
+        neon_connect_testing::ServerOptions::default()
+            .conf("ssl_min_protocol_version = 'TLSv1'")
+            .conf("ssl_max_protocol_version = 'TLSv1.1'"),
+    );
+    let err = Options::new(&support::verified_url(&server))
+        .unwrap()
+        .connect_attempts(1)
+        .connect()
+        .await
+        .expect_err("no TLS 1.2");
+    assert_eq!(
+        err.diagnosis(),
+        Some(Diagnosis::TlsVersionUnsupported),
+        "{err:#}"
+    );
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string()
+            .contains("TLS 1.0 and 1.1 are never accepted"),
+        "{err}"
+    );
+}
