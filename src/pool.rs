@@ -267,11 +267,9 @@ impl std::ops::DerefMut for PooledConnection {
     }
 }
 
-impl managed::Manager for Manager {
-    type Type = PooledConnection;
-    type Error = Error;
-
-    async fn create(&self) -> Result<PooledConnection, Error> {
+impl Manager {
+    /// Opens a connection for the pool (`Manager::create`).
+    async fn open(&self) -> Result<PooledConnection, Error> {
         trace(|t| t.opening = Some(Instant::now()));
         let Connected {
             client,
@@ -357,6 +355,18 @@ impl managed::Manager for Manager {
             ),
         })
     }
+}
+
+impl managed::Manager for Manager {
+    type Type = PooledConnection;
+    type Error = Error;
+
+    async fn create(&self) -> Result<PooledConnection, Error> {
+        // Boxed: opening a connection is a large future (DNS, TLS, authentication, the role
+        // check), and deadpool holds it inline in every checkout's future, which is moved
+        // (copied) on each `get` even when an idle connection is handed out.
+        Box::pin(self.open()).await
+    }
 
     /// Runs on every checkout of an idle connection; an error makes deadpool drop the
     /// connection and take (or open) another, so the caller never sees it.
@@ -427,8 +437,10 @@ impl Manager {
     /// before now as suspect).
     async fn check(&self, conn: &PooledConnection, sql: &str) -> bool {
         let began = Instant::now();
+        // Boxed, like `open`: rare, and it would make every checkout's future larger.
+        let query = Box::pin(conn.simple_query(sql));
         let ok = matches!(
-            tokio::time::timeout(self.health.check_timeout, conn.simple_query(sql)).await,
+            tokio::time::timeout(self.health.check_timeout, query).await,
             Ok(Ok(_))
         );
         trace(|t| {
