@@ -392,7 +392,10 @@ impl managed::Manager for Manager {
         metrics: &Metrics,
     ) -> RecycleResult<Error> {
         let health = &self.health;
-        let unused = metrics.last_used();
+        // One clock read for both ages.
+        let now = Instant::now();
+        let unused = now.saturating_duration_since(metrics.recycled.unwrap_or(metrics.created));
+        let age = now.saturating_duration_since(metrics.created);
         let verdict = conn.probe.as_ref().map(|p| p.session.verdict());
         // (the metrics label, the log's reason)
         let (label, reason) = if conn.is_closed() {
@@ -418,7 +421,7 @@ impl managed::Manager for Manager {
                 "server_role",
                 "its server is no longer what target_session_attrs asks for",
             )
-        } else if metrics.age() >= conn.lifetime {
+        } else if age >= conn.lifetime {
             (
                 "max_lifetime",
                 "the connection reached its maximum lifetime",
@@ -443,7 +446,7 @@ impl managed::Manager for Manager {
             return Ok(());
         };
         crate::service::retired(label);
-        tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = metrics.age().as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
+        tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = age.as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
         trace(|t| t.replaced += 1);
         Err(RecycleError::message(reason))
     }
@@ -765,7 +768,8 @@ impl Pool {
     /// [`Pool::get`] without the caller's location.
     async fn get_untracked(&self) -> Result<Client, Error> {
         let deadline = self.wait_timeout;
-        let started = Instant::now();
+        // When the deadline started: read from the clock only when the fast path must wait.
+        let mut started = None;
         // The fast path: an idle connection is there and the server is not full. deadpool's
         // non-blocking get, polled once, usually hands it out at once (the recycle checks are
         // atomics): no deadline timer, no task-local scope. When it has to wait for the network
@@ -784,17 +788,16 @@ impl Pool {
             let result = match first {
                 Poll::Ready(result) => result,
                 Poll::Pending => {
+                    let began = *started.insert(Instant::now());
                     // Boxed, as the waiting path below.
-                    let rest = Box::pin(TRACE.scope(RefCell::new(spent), async {
-                        let left = deadline.saturating_sub(started.elapsed());
+                    let rest = Box::pin(TRACE.scope(RefCell::new(spent), async move {
+                        let left = deadline.saturating_sub(began.elapsed());
                         let result = tokio::time::timeout(left, fast).await;
                         (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
                     }));
                     match rest.await {
                         (Ok(result), _) => result,
-                        (Err(_), spent) => {
-                            return Err(self.deadline_error(started.elapsed(), &spent))
-                        }
+                        (Err(_), spent) => return Err(self.deadline_error(began.elapsed(), &spent)),
                     }
                 }
             };
@@ -818,10 +821,7 @@ impl Pool {
                 Err(e) => return Err(self.pool_error(e)),
             }
         }
-        // Boxed: the waiting path holds a second deadpool future, a timer and the trace, and
-        // inline they would make every checkout's future (moved on each `get`) twice as large.
-        let waiting = Box::pin(self.get_waiting(started));
-        waiting.await
+        self.get_waiting(started.unwrap_or_else(Instant::now)).await
     }
 
     /// [`Pool::get`] when no connection was free at once: within the deadline, with a trace of
@@ -832,9 +832,12 @@ impl Pool {
             create: None,
             recycle: None,
         };
+        // Boxed: a second deadpool future inline would make every checkout's future (moved on
+        // each `get`) twice as large; boxed, the layers around it move a pointer.
+        let checkout = Box::pin(self.checkout(&none));
         let get = TRACE.scope(RefCell::default(), async {
             let left = self.wait_timeout.saturating_sub(started.elapsed());
-            let result = tokio::time::timeout(left, self.checkout(&none)).await;
+            let result = tokio::time::timeout(left, checkout).await;
             (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
         });
         match get.await {
