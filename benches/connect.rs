@@ -357,15 +357,25 @@ async fn run(k: Knobs) {
         };
         if let Some((relay18, t18)) = &relay18 {
             let r18 = t18.via(relay18.port);
-            let request = Options::new(&r18.url).expect("options");
+            let request =
+                Options::new(&format!("{}&sslnegotiation=postgres", r18.url)).expect("options");
             let direct =
                 Options::new(&format!("{}&sslnegotiation=direct", r18.url)).expect("options");
+            // No sslnegotiation: the first connection to the host learns the server's version.
+            let learned = Options::new(&r18.url).expect("options");
             for _ in 0..2 {
                 for (name, opts) in [
-                    ("neon-connect, TLS request path, PostgreSQL 18", &request),
+                    (
+                        "neon-connect, TLS request path (sslnegotiation=postgres), PostgreSQL 18",
+                        &request,
+                    ),
                     (
                         "neon-connect, direct TLS (sslnegotiation=direct), PostgreSQL 18",
                         &direct,
+                    ),
+                    (
+                        "neon-connect, no sslnegotiation (direct TLS learned), PostgreSQL 18",
+                        &learned,
                     ),
                 ] {
                     let samples = connect_times(k.rtt_connects, || async {
