@@ -528,6 +528,19 @@ impl Connector {
                 )
                 .await
             }
+            Err(e)
+                if self.fallback.is_none()
+                    && e.kind() == ErrorKind::Timeout
+                    && e.step() == Some(Step::TlsHandshake) =>
+            {
+                // A learned host that hangs on a direct handshake: something in front of the
+                // server (a proxy waiting for the rest of what it reads as a huge startup
+                // packet) does not speak it. This attempt's time is spent; the retry and every
+                // later connection use the TLS request.
+                direct_tls::remember_unsupported(&key);
+                tracing::info!(target: "neon_connect", host = %key, "direct TLS timed out in the handshake; using the TLS request for this host from now on");
+                Err(e)
+            }
             other => other,
         }
     }

