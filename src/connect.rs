@@ -134,6 +134,9 @@ pub(crate) struct Connector {
     /// With automatic direct TLS (Neon hosts): the TLS-request policy for hosts that turn
     /// out not to speak direct TLS.
     fallback: Option<(Arc<TlsPolicy>, Arc<ClientConfig>)>,
+    /// When `sslnegotiation` is not set (other hosts): the direct TLS policy, used for hosts
+    /// that reported PostgreSQL 17 or later on an earlier connection (see `direct_tls`).
+    learned: Option<(Arc<TlsPolicy>, Arc<ClientConfig>)>,
 }
 
 impl Connector {
@@ -158,6 +161,13 @@ impl Connector {
         } else {
             None
         };
+        let learned = policy.learnable_direct().map(|direct| {
+            // The same configuration (roots, verifier, session cache) with ALPN `postgresql`,
+            // which direct TLS requires: no second load of the roots.
+            let mut config = (*tls_config).clone();
+            config.alpn_protocols = vec![b"postgresql".to_vec()];
+            (Arc::new(direct), Arc::new(config))
+        });
         Ok(Connector {
             cs,
             policy: Arc::new(policy),
@@ -165,6 +175,7 @@ impl Connector {
             timeout,
             max_attempts: DEFAULT_CONNECT_ATTEMPTS,
             fallback,
+            learned,
         })
     }
 
@@ -464,23 +475,46 @@ impl Connector {
     /// One address. With automatic direct TLS, a server that does not speak it (it hangs up
     /// or garbles the handshake) is tried again at once with the TLS request, and the host is
     /// remembered for the rest of the process. Both ways are TLS with the same verification.
+    ///
+    /// Without `sslnegotiation` (and not a Neon host), the first connection to a host uses
+    /// the TLS request; when the server reports PostgreSQL 17 or later, the next ones use
+    /// direct TLS (one round trip less), with the same fallback: a pooler that reports a new
+    /// version without speaking direct TLS costs one failed handshake, once per process.
     async fn attempt_tcp(&self, attempt: Attempt<'_>) -> Result<Connected, Error> {
         let preferred = Route {
             policy: &self.policy,
             tls_config: &self.tls_config,
         };
-        let Some((plain, plain_config)) = &self.fallback else {
-            return self.attempt_with(&preferred, &attempt).await;
-        };
-        let plain = Route {
-            policy: plain,
-            tls_config: plain_config,
-        };
         let key = host_label(attempt.name, attempt.port);
+        let (direct, plain) = match (&self.fallback, &self.learned) {
+            (Some((plain, plain_config)), _) => (
+                preferred,
+                Route {
+                    policy: plain,
+                    tls_config: plain_config,
+                },
+            ),
+            (None, Some((direct, direct_config))) if direct_tls::known_capable(&key) => (
+                Route {
+                    policy: direct,
+                    tls_config: direct_config,
+                },
+                preferred,
+            ),
+            (None, Some(_)) => {
+                let connected = self.attempt_with(&preferred, &attempt).await?;
+                let version = connected.connection.parameter("server_version");
+                if version.is_some_and(speaks_direct_tls) && direct_tls::remember_capable(&key) {
+                    tracing::debug!(target: "neon_connect", host = %key, server_version = version.unwrap_or_default(), "the server speaks direct TLS: using it for this host from now on");
+                }
+                return Ok(connected);
+            }
+            (None, None) => return self.attempt_with(&preferred, &attempt).await,
+        };
         if direct_tls::known_unsupported(&key) {
             return self.attempt_with(&plain, &attempt).await;
         }
-        match self.attempt_with(&preferred, &attempt).await {
+        match self.attempt_with(&direct, &attempt).await {
             Err(e) if direct_unsupported(&e) => {
                 direct_tls::remember_unsupported(&key);
                 tracing::info!(target: "neon_connect", host = %key, "direct TLS failed ({}); using the TLS request for this host from now on", e.message());
@@ -493,6 +527,19 @@ impl Connector {
                     },
                 )
                 .await
+            }
+            Err(e)
+                if self.fallback.is_none()
+                    && e.kind() == ErrorKind::Timeout
+                    && e.step() == Some(Step::TlsHandshake) =>
+            {
+                // A learned host that hangs on a direct handshake: something in front of the
+                // server (a proxy waiting for the rest of what it reads as a huge startup
+                // packet) does not speak it. This attempt's time is spent; the retry and every
+                // later connection use the TLS request.
+                direct_tls::remember_unsupported(&key);
+                tracing::info!(target: "neon_connect", host = %key, "direct TLS timed out in the handshake; using the TLS request for this host from now on");
+                Err(e)
             }
             other => other,
         }
@@ -1022,13 +1069,22 @@ fn direct_unsupported(e: &Error) -> bool {
         )
 }
 
-/// The hosts (`host:port`) found not to speak direct TLS in this process.
+/// Whether a `server_version` parameter says the server speaks direct TLS (PostgreSQL 17 and
+/// later): `"17.2"`, `"18.1 (Debian 18.1-1)"`, `"18beta1"`.
+fn speaks_direct_tls(version: &str) -> bool {
+    let major: String = version.chars().take_while(char::is_ascii_digit).collect();
+    major.parse::<u32>().is_ok_and(|m| m >= 17)
+}
+
+/// What this process learned about each host (`host:port`): it speaks direct TLS (it
+/// reported PostgreSQL 17 or later), or it does not (a direct handshake failed). A failure
+/// wins for good: such a host is never tried with direct TLS again.
 mod direct_tls {
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::sync::{Mutex, MutexGuard, OnceLock};
 
-    fn hosts() -> MutexGuard<'static, HashSet<String>> {
-        static HOSTS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    fn hosts() -> MutexGuard<'static, HashMap<String, bool>> {
+        static HOSTS: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
         HOSTS
             .get_or_init(Default::default)
             .lock()
@@ -1037,12 +1093,28 @@ mod direct_tls {
 
     /// Whether `host` was found not to speak direct TLS.
     pub(super) fn known_unsupported(host: &str) -> bool {
-        hosts().contains(host)
+        hosts().get(host) == Some(&false)
+    }
+
+    /// Whether `host` reported a version that speaks direct TLS, and never failed it.
+    pub(super) fn known_capable(host: &str) -> bool {
+        hosts().get(host) == Some(&true)
     }
 
     /// Records that `host` does not speak direct TLS.
     pub(super) fn remember_unsupported(host: &str) {
-        hosts().insert(host.to_string());
+        hosts().insert(host.to_string(), false);
+    }
+
+    /// Records that `host` speaks direct TLS, unless it was found not to; true when this
+    /// call learned it.
+    pub(super) fn remember_capable(host: &str) -> bool {
+        let mut hosts = hosts();
+        if hosts.contains_key(host) {
+            return false;
+        }
+        hosts.insert(host.to_string(), true);
+        true
     }
 }
 
@@ -1142,6 +1214,22 @@ fn shuffle<T>(v: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn direct_tls_is_learned_from_postgresql_17_on() {
+        for (v, yes) in [
+            ("17.2", true),
+            ("18.1 (Debian 18.1-1.pgdg120+1)", true),
+            ("18beta1", true),
+            ("100.0", true),
+            ("16.4", false),
+            ("9.6.24", false),
+            ("", false),
+            ("x", false),
+        ] {
+            assert_eq!(speaks_direct_tls(v), yes, "{v}");
+        }
+    }
 
     #[test]
     fn backoff_is_full_jitter_under_an_exponential_cap() {

@@ -449,7 +449,7 @@ impl Options {
             .with_step(Step::Startup)
             .with_source(e)
         })?;
-        pool.remember_first(client.info.clone());
+        pool.remember_first((*client.info).clone());
         drop(client);
         pool.keep_warm();
         Ok(pool)

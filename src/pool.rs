@@ -14,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// The default number of connections in a pool (the same as sqlx and node-postgres).
@@ -148,7 +149,7 @@ impl Drop for Client {
             return; // the next checkout cancels it
         };
         let probe = probe.clone();
-        let cancel = conn.cancel.clone();
+        let cancel = conn.cold.cancel.clone();
         let host = conn.info.host.clone();
         runtime.spawn(async move {
             tokio::time::sleep(ABANDON_GRACE).await;
@@ -209,6 +210,16 @@ impl Manager {
     }
 }
 
+/// What a pooled connection needs only to be cancelled or closed (boxed: see
+/// [`PooledConnection`]).
+struct Cold {
+    /// How to cancel its running statement (TLS connections).
+    cancel: Option<(tokio_postgres::CancelToken, MakeTls)>,
+    /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
+    _goodbye: tokio::sync::oneshot::Sender<()>,
+    _live: Live,
+}
+
 /// Counts a connection as alive until dropped.
 struct Live(Arc<AtomicUsize>);
 
@@ -228,19 +239,19 @@ impl fmt::Debug for Manager {
 }
 
 /// A pooled connection: the deadpool-postgres client wrapper plus what it negotiated.
+///
+/// deadpool moves each connection by value on every checkout and return, so what is not read
+/// then is boxed (`info`, and what cancelling and closing need): a checkout copies less.
 pub struct PooledConnection {
     client: ClientWrapper,
     /// What this connection negotiated.
-    pub info: ConnectionInfo,
+    pub info: Box<ConnectionInfo>,
     /// The protocol session seen on the wire (TLS connections).
     probe: Option<Arc<Probe>>,
-    /// How to cancel its running statement (TLS connections).
-    cancel: Option<(tokio_postgres::CancelToken, MakeTls)>,
+    /// What cancelling and closing it need.
+    cold: Box<Cold>,
     /// Whether its server still is what `target_session_attrs` asks for.
     role: Arc<RoleWatch>,
-    /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
-    _goodbye: tokio::sync::oneshot::Sender<()>,
-    _live: Live,
     /// This connection's maximum lifetime: `max_lifetime` less up to 10%, so that connections
     /// opened together are not all replaced at once.
     lifetime: Duration,
@@ -267,11 +278,9 @@ impl std::ops::DerefMut for PooledConnection {
     }
 }
 
-impl managed::Manager for Manager {
-    type Type = PooledConnection;
-    type Error = Error;
-
-    async fn create(&self) -> Result<PooledConnection, Error> {
+impl Manager {
+    /// Opens a connection for the pool (`Manager::create`).
+    async fn open(&self) -> Result<PooledConnection, Error> {
         trace(|t| t.opening = Some(Instant::now()));
         let Connected {
             client,
@@ -345,17 +354,34 @@ impl managed::Manager for Manager {
         let placeholder = tokio::spawn(async {});
         Ok(PooledConnection {
             client: ClientWrapper::new(client, placeholder),
-            info,
+            info: Box::new(info),
             probe,
-            cancel,
+            cold: Box::new(Cold {
+                cancel,
+                _goodbye: goodbye,
+                _live: live,
+            }),
             role,
-            _goodbye: goodbye,
-            _live: live,
             lifetime: crate::service::jittered_lifetime(
                 self.health.max_lifetime,
                 crate::connect::random_u64(),
             ),
         })
+    }
+}
+
+impl managed::Manager for Manager {
+    type Type = PooledConnection;
+    type Error = Error;
+
+    async fn create(&self) -> Result<PooledConnection, Error> {
+        // Boxed: opening a connection is a large future (DNS, TLS, authentication, the role
+        // check), and deadpool holds it inline in every checkout's future, which is moved
+        // (copied) on each `get` even when an idle connection is handed out.
+        // (A `let`: a temporary would live to the end of the statement, so across the await,
+        // and be part of the future after all.)
+        let open = Box::pin(self.open());
+        open.await
     }
 
     /// Runs on every checkout of an idle connection; an error makes deadpool drop the
@@ -366,7 +392,10 @@ impl managed::Manager for Manager {
         metrics: &Metrics,
     ) -> RecycleResult<Error> {
         let health = &self.health;
-        let unused = metrics.last_used();
+        // One clock read for both ages.
+        let now = Instant::now();
+        let unused = now.saturating_duration_since(metrics.recycled.unwrap_or(metrics.created));
+        let age = now.saturating_duration_since(metrics.created);
         let verdict = conn.probe.as_ref().map(|p| p.session.verdict());
         // (the metrics label, the log's reason)
         let (label, reason) = if conn.is_closed() {
@@ -374,7 +403,7 @@ impl managed::Manager for Manager {
             ("closed", "the connection was closed")
         } else if verdict == Some(Verdict::CancelAndReplace) {
             // In the background: the caller gets another connection without waiting for it.
-            let (cancel, host) = (conn.cancel.clone(), conn.info.host.clone());
+            let (cancel, host) = (conn.cold.cancel.clone(), conn.info.host.clone());
             tokio::spawn(async move { send_cancel(cancel, &host).await });
             (
                 "abandoned",
@@ -392,7 +421,7 @@ impl managed::Manager for Manager {
                 "server_role",
                 "its server is no longer what target_session_attrs asks for",
             )
-        } else if metrics.age() >= conn.lifetime {
+        } else if age >= conn.lifetime {
             (
                 "max_lifetime",
                 "the connection reached its maximum lifetime",
@@ -404,9 +433,11 @@ impl managed::Manager for Manager {
                 "suspect",
                 "an idle check of another connection failed after this one was last used",
             )
-        } else if unused >= health.check_after_idle && !self.check(conn, "").await {
+        } else if unused >= health.check_after_idle && !self.check_boxed(conn, "").await {
             ("idle_check_failed", "the connection failed its idle check")
-        } else if verdict == Some(Verdict::InTransaction) && !self.check(conn, "ROLLBACK").await {
+        } else if verdict == Some(Verdict::InTransaction)
+            && !self.check_boxed(conn, "ROLLBACK").await
+        {
             (
                 "rollback_failed",
                 "its last user left a transaction open, and rolling it back failed",
@@ -415,13 +446,20 @@ impl managed::Manager for Manager {
             return Ok(());
         };
         crate::service::retired(label);
-        tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = metrics.age().as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
+        tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = age.as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
         trace(|t| t.replaced += 1);
         Err(RecycleError::message(reason))
     }
 }
 
 impl Manager {
+    /// [`Manager::check`], boxed like `open`: rare, and inline it would make every checkout's
+    /// future larger (a timer and a query).
+    async fn check_boxed(&self, conn: &PooledConnection, sql: &str) -> bool {
+        let check = Box::pin(self.check(conn, sql));
+        check.await
+    }
+
     /// Runs `sql` (an empty query, or `ROLLBACK`) under the check deadline; false when it
     /// failed or timed out (an idle check that fails marks the idle connections unused since
     /// before now as suspect).
@@ -508,6 +546,13 @@ async fn fill(inner: &managed::Pool<Manager>, min: usize, full: &ServerFull) -> 
     crate::service::idle(inner.status().available);
     filled
 }
+
+/// deadpool's non-blocking get: fails at once with `Timeout(Wait)` when no connection is free.
+const NO_WAIT: Timeouts = Timeouts {
+    wait: Some(Duration::ZERO),
+    create: None,
+    recycle: None,
+};
 
 /// What one `Pool::get` spent its time on, for the message when its deadline runs out.
 #[derive(Debug, Default)]
@@ -704,7 +749,12 @@ impl Pool {
             async move {
                 let checkout = crate::service::Checkout::start();
                 let mut result = self.get_untracked().await;
-                checkout.end(result.as_ref().ok().map(|_| self.inner.status().available));
+                checkout.end(
+                    result
+                        .as_ref()
+                        .ok()
+                        .map(|_| || self.inner.status().available),
+                );
                 if let (Ok(client), Some(after)) = (&mut result, self.service.leak_detection) {
                     client.watch =
                         crate::service::LeakWatch::start(after, caller, &client.info.host);
@@ -718,14 +768,76 @@ impl Pool {
     /// [`Pool::get`] without the caller's location.
     async fn get_untracked(&self) -> Result<Client, Error> {
         let deadline = self.wait_timeout;
-        let started = Instant::now();
+        // When the deadline started: read from the clock only when the fast path must wait.
+        let mut started = None;
+        // The fast path: an idle connection is there and the server is not full. deadpool's
+        // non-blocking get, polled once, usually hands it out at once (the recycle checks are
+        // atomics): no deadline timer, no task-local scope. When it has to wait for the network
+        // (an idle check, a new connection), it goes on under the deadline, with what its
+        // first poll recorded; when no connection is free after all, the deadline path below
+        // waits for one.
+        if self.full.limit().is_none() && self.inner.status().available > 0 {
+            let mut fast = std::pin::pin!(self.inner.timeout_get(&NO_WAIT));
+            let (first, spent) = std::future::poll_fn(|cx| {
+                Poll::Ready(TRACE.sync_scope(RefCell::default(), || {
+                    let poll = fast.as_mut().poll(cx);
+                    (poll, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
+                }))
+            })
+            .await;
+            let result = match first {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    let began = *started.insert(Instant::now());
+                    // Boxed, as the waiting path below.
+                    let rest = Box::pin(TRACE.scope(RefCell::new(spent), async move {
+                        let left = deadline.saturating_sub(began.elapsed());
+                        let result = tokio::time::timeout(left, fast).await;
+                        (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
+                    }));
+                    match rest.await {
+                        (Ok(result), _) => result,
+                        (Err(_), spent) => return Err(self.deadline_error(began.elapsed(), &spent)),
+                    }
+                }
+            };
+            match result {
+                Ok(object) => {
+                    return Ok(Client {
+                        object,
+                        watch: None,
+                    })
+                }
+                // Taken by another task meanwhile: wait below, within the deadline.
+                Err(managed::PoolError::Timeout(TimeoutType::Wait)) => {}
+                Err(managed::PoolError::Backend(e)) if server_full(&e) => {
+                    // As `checkout` does: with live connections, wait below for a returned one.
+                    let held = self.inner.status().size;
+                    if held == 0 {
+                        return Err(e);
+                    }
+                    self.full.shrink(held, &e);
+                }
+                Err(e) => return Err(self.pool_error(e)),
+            }
+        }
+        self.get_waiting(started.unwrap_or_else(Instant::now)).await
+    }
+
+    /// [`Pool::get`] when no connection was free at once: within the deadline, with a trace of
+    /// where the time went for its error.
+    async fn get_waiting(&self, started: Instant) -> Result<Client, Error> {
         let none = Timeouts {
             wait: None,
             create: None,
             recycle: None,
         };
+        // Boxed: a second deadpool future inline would make every checkout's future (moved on
+        // each `get`) twice as large; boxed, the layers around it move a pointer.
+        let checkout = Box::pin(self.checkout(&none));
         let get = TRACE.scope(RefCell::default(), async {
-            let result = tokio::time::timeout(deadline, self.checkout(&none)).await;
+            let left = self.wait_timeout.saturating_sub(started.elapsed());
+            let result = tokio::time::timeout(left, checkout).await;
             (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
         });
         match get.await {
@@ -849,7 +961,7 @@ impl Pool {
             Ok(Ok(_)) => {
                 if self.first.get().is_none() {
                     // A lazy pool's first connection.
-                    self.remember_first(client.info.clone());
+                    self.remember_first((*client.info).clone());
                 }
                 Ok(())
             }

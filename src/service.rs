@@ -86,13 +86,14 @@ impl Checkout {
         }
     }
 
-    /// The checkout ended; `idle` is the pool's idle count after it when it succeeded.
+    /// The checkout ended; `idle` is the pool's idle count after it when it succeeded (a
+    /// closure: reading it locks the pool, which only the metrics need).
     #[inline(always)]
-    pub(crate) fn end(self, _idle: Option<usize>) {
+    pub(crate) fn end(self, _idle: Option<impl FnOnce() -> usize>) {
         #[cfg(feature = "metrics")]
         {
             metrics::gauge!(names::WAITING).decrement(1.0);
-            if let Some(idle) = _idle {
+            if let Some(idle) = _idle.map(|f| f()) {
                 metrics::histogram!(names::CHECKOUT_WAIT).record(self.started.elapsed());
                 metrics::gauge!(names::IN_USE).increment(1.0);
                 metrics::gauge!(names::IDLE).set(idle as f64);

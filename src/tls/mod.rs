@@ -90,6 +90,9 @@ pub(crate) struct TlsPolicy {
     /// `direct` was our choice, not the connection string's: a host that turns out not to
     /// speak direct TLS is tried again with the TLS request (see `Connector`).
     pub(crate) auto_direct: bool,
+    /// `sslnegotiation` was left out and the mode always uses TLS: a host that reports
+    /// PostgreSQL 17 or later may be switched to direct TLS (see `learnable_direct`).
+    pub(crate) learnable: bool,
     pub(crate) sni: bool,
     pub(crate) min_version: Option<TlsVersion>,
     pub(crate) max_version: Option<TlsVersion>,
@@ -311,9 +314,22 @@ impl TlsPolicy {
             crls,
             direct,
             auto_direct: direct && cs.sslnegotiation().is_none(),
+            learnable: cs.sslnegotiation().is_none()
+                && !matches!(mode, SslMode::Allow | SslMode::Prefer | SslMode::Disable),
             sni: cs.sslsni().unwrap_or(true),
             min_version: cs.ssl_min_protocol_version(),
             max_version: cs.ssl_max_protocol_version(),
+        })
+    }
+
+    /// The direct TLS policy a host may be switched to once it reported PostgreSQL 17 or later
+    /// (`Connector`): only when the connection string leaves `sslnegotiation` out and the mode
+    /// always uses TLS (direct TLS cannot fall back to plaintext).
+    pub(crate) fn learnable_direct(&self) -> Option<TlsPolicy> {
+        (!self.direct && self.learnable).then(|| TlsPolicy {
+            direct: true,
+            auto_direct: true,
+            ..self.clone()
         })
     }
 

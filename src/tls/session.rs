@@ -244,6 +244,18 @@ impl Framer {
                 data = &data[n..];
                 continue;
             }
+            // The common case: a whole header (and `Z`'s status byte) in `data`, read in place.
+            if self.have == 0 && !untyped && data.len() >= 6 {
+                let ty = data[0];
+                let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+                on(ty, data[5]);
+                // As below: the header (with `Z`'s status byte), then the rest of the length.
+                let total = len.saturating_add(1).max(if ty == b'Z' { 6 } else { 5 });
+                let n = total.min(data.len());
+                self.skip = total - n;
+                data = &data[n..];
+                continue;
+            }
             // The startup message: a 4-byte length, no type.
             let (offset, need) = if untyped {
                 (1, 5)
@@ -367,6 +379,32 @@ mod tests {
             Verdict::InTransaction,
             "finished by itself, in a transaction"
         );
+    }
+
+    #[test]
+    fn whole_buffers_and_single_bytes_count_the_same() {
+        let mut server = msg(b'R', &0u32.to_be_bytes());
+        server.extend(msg(b'2', b""));
+        server.extend(msg(b'D', b"\x00\x01\x00\x00\x00\x011"));
+        server.extend(msg(b'C', b"SELECT 1\x00"));
+        server.extend(msg(b'Z', b"T"));
+        server.extend(msg(b'Z', b"I"));
+        // A malformed length (under 4) is skipped like the byte-by-byte path does.
+        server.extend([b'X', 0, 0, 0, 1]);
+        server.extend(msg(b'Z', b"E"));
+        for chunk in [1, 2, 5, 6, 7, 64, server.len()] {
+            let (s, mut r) = (Session::default(), Framer::default());
+            for part in server.chunks(chunk) {
+                r.read(&s, part);
+            }
+            assert_eq!(s.pending(), -3, "chunks of {chunk}");
+            assert_eq!(
+                s.transaction.load(Ordering::Acquire),
+                b'E',
+                "chunks of {chunk}"
+            );
+            assert!(r.at_boundary(), "chunks of {chunk}");
+        }
     }
 
     #[test]

