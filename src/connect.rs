@@ -584,21 +584,11 @@ impl Connector {
         match result {
             Err(_) => Err(diagnostics::timeout(&label, probe.step(), a.deadline)),
             Ok(Err(e)) => Err(diagnostics::classify(e, &failed)),
-            Ok(Ok((client, mut connection))) => {
+            Ok(Ok((client, connection))) => {
                 let remaining = a.deadline.saturating_sub(a.started.elapsed());
-                let checked = self
-                    .check_role(&client, &mut connection, a.want, &label, remaining)
-                    .await;
-                let (server_role, role) = match checked {
-                    Ok(checked) => checked,
-                    Err(e) => {
-                        goodbye(client, connection);
-                        return Err(match e {
-                            RoleError::Query(e) => diagnostics::classify(e, &failed),
-                            RoleError::Other(e) => e,
-                        });
-                    }
-                };
+                let (client, connection, server_role, role) = self
+                    .checked_role(client, connection, a.want, &label, remaining, &failed)
+                    .await?;
                 Ok(Connected {
                     client,
                     connection,
@@ -666,21 +656,11 @@ impl Connector {
                 deadline,
             )),
             Ok(Err(e)) => Err(diagnostics::classify(e, &failed)),
-            Ok(Ok((client, mut connection))) => {
+            Ok(Ok((client, connection))) => {
                 let remaining = deadline.saturating_sub(started.elapsed());
-                let checked = self
-                    .check_role(&client, &mut connection, want, &label, remaining)
-                    .await;
-                let (server_role, role) = match checked {
-                    Ok(checked) => checked,
-                    Err(e) => {
-                        goodbye(client, connection);
-                        return Err(match e {
-                            RoleError::Query(e) => diagnostics::classify(e, &failed),
-                            RoleError::Other(e) => e,
-                        });
-                    }
-                };
+                let (client, connection, server_role, role) = self
+                    .checked_role(client, connection, want, &label, remaining, &failed)
+                    .await?;
                 Ok(Connected {
                     client,
                     connection,
@@ -707,6 +687,41 @@ impl Connector {
     /// (when a check is needed) from `pg_is_in_recovery()` and `transaction_read_only` asked in
     /// one query. A server `want` does not accept is an error naming what it is; the
     /// connection is then closed politely.
+    /// [`Connector::check_role`] on a new connection; one that is not what
+    /// `target_session_attrs` asks for (or whose check failed) is closed politely, and the
+    /// error classified.
+    async fn checked_role(
+        &self,
+        client: Client,
+        mut connection: Connection<Socket, TlsStream<Socket>>,
+        want: TargetSessionAttrs,
+        label: &str,
+        remaining: Duration,
+        failed: &FailedAttempt<'_>,
+    ) -> Result<
+        (
+            Client,
+            Connection<Socket, TlsStream<Socket>>,
+            Option<ServerRole>,
+            Arc<RoleWatch>,
+        ),
+        Error,
+    > {
+        match self
+            .check_role(&client, &mut connection, want, label, remaining)
+            .await
+        {
+            Ok((server_role, role)) => Ok((client, connection, server_role, role)),
+            Err(e) => {
+                goodbye(client, connection);
+                Err(match e {
+                    RoleError::Query(e) => diagnostics::classify(e, failed),
+                    RoleError::Other(e) => e,
+                })
+            }
+        }
+    }
+
     async fn check_role(
         &self,
         client: &Client,
