@@ -84,35 +84,8 @@ pub(crate) fn classify_proxy_error(text: &str, cx: &FailedAttempt<'_>) -> Error 
     let t = text.to_ascii_lowercase();
     // The compute's own errors, forwarded by the proxy with XX000: classify them as the
     // compute's SQLSTATE would be.
-    if t.contains("the database system is starting up")
-        || t.contains("the database system is shutting down")
-    {
-        return diagnose(
-            Diagnosis::ServerStarting,
-            format!("the server \"{host}\" is starting up or shutting down: {text}"),
-        );
-    }
-    if t.contains("too many connections for role") {
-        return diagnose(
-            Diagnosis::RoleConnectionLimit,
-            format!("the server \"{host}\" refused user \"{user}\": {text}"),
-        );
-    }
-    if t.contains("remaining connection slots are reserved")
-        || t.contains("sorry, too many clients already")
-        || t.contains("too many connections for database")
-    {
-        return diagnose(
-            Diagnosis::TooManyConnections,
-            format!("the server \"{host}\" has too many connections: {text}"),
-        );
-    }
-    if t.starts_with("database \"") && t.contains("\" does not exist") {
-        return diagnose(
-            Diagnosis::DatabaseMissing,
-            format!("the database does not exist at \"{host}\": {text}"),
-        )
-        .with_step(Step::Startup);
+    if let Some(code) = compute_sqlstate(&t) {
+        return crate::diagnostics::classify_sqlstate(code, text, cx);
     }
     if t.contains("inconsistent project name inferred from sni") {
         return diagnose(
@@ -237,6 +210,25 @@ pub(crate) fn classify_proxy_error(text: &str, cx: &FailedAttempt<'_>) -> Error 
         Diagnosis::ServerOther,
         format!("the server \"{host}\" refused the connection: {text} (SQLSTATE XX000)"),
     )
+}
+
+/// The SQLSTATE a compute sent with a text Neon's proxy forwards as `XX000` (lowercased).
+fn compute_sqlstate(t: &str) -> Option<&'static str> {
+    if t.contains("the database system is starting up")
+        || t.contains("the database system is shutting down")
+    {
+        Some("57P03")
+    } else if t.contains("too many connections for role")
+        || t.contains("too many connections for database")
+        || t.contains("remaining connection slots are reserved")
+        || t.contains("sorry, too many clients already")
+    {
+        Some("53300")
+    } else if t.starts_with("database \"") && t.contains("\" does not exist") {
+        Some("3D000")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

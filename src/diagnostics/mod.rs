@@ -427,9 +427,7 @@ fn presented_name(p: &str) -> &str {
 
 fn classify_db(db: &tokio_postgres::error::DbError, cx: &FailedAttempt<'_>) -> Error {
     let host = cx.host;
-    let code = db.code().code();
     let text = db.message();
-    let user = cx.user.unwrap_or("(default user)");
     // PostgreSQL's text when the SCRAM-PLUS binding data differs from its own certificate's
     // hash: a TLS terminator sits between us (tests/hostile.rs, interception test).
     if text.contains("SCRAM channel binding check failed") {
@@ -439,6 +437,15 @@ fn classify_db(db: &tokio_postgres::error::DbError, cx: &FailedAttempt<'_>) -> E
         )
         .with_step(Step::Authentication);
     }
+    classify_sqlstate(db.code().code(), text, cx)
+}
+
+/// Classifies a server error at login by its SQLSTATE (and, for a few, its text). Neon's
+/// proxy forwards the compute's errors as `XX000`: `neon.rs` maps their texts back to the
+/// compute's code and comes here, so both read the same.
+pub(crate) fn classify_sqlstate(code: &str, text: &str, cx: &FailedAttempt<'_>) -> Error {
+    let host = cx.host;
+    let user = cx.user.unwrap_or("(default user)");
     match code {
         "28P01" => diagnose(
             Diagnosis::AuthPassword,
