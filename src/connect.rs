@@ -217,15 +217,9 @@ impl Connector {
                 Err(failures) => failures,
             };
             let kind = failures.last().map_or(ErrorKind::Network, Error::kind);
-            let full = |e: &Error| {
-                matches!(
-                    e.diagnosis(),
-                    Some(Diagnosis::TooManyConnections | Diagnosis::RoleConnectionLimit)
-                )
-            };
             let retry = failures.iter().any(Error::is_retryable)
                 && !failures.iter().any(|e| retry_cannot_help(e.kind()))
-                && !(full_fails_fast && failures.iter().any(full));
+                && !(full_fails_fast && failures.iter().any(crate::pool::server_full));
             let delay = backoff(attempt);
             let left = budget.saturating_sub(started.elapsed());
             if !retry || attempt >= max_attempts || delay + least >= left {

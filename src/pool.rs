@@ -610,7 +610,7 @@ pub const MIN_IDLE_INTERVAL: Duration = Duration::from_secs(1);
 pub const SERVER_FULL_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Whether `e` says the server has no connection slot left (not a fault of this client).
-fn server_full(e: &Error) -> bool {
+pub(crate) fn server_full(e: &Error) -> bool {
     matches!(
         e.diagnosis(),
         Some(Diagnosis::TooManyConnections | Diagnosis::RoleConnectionLimit)
