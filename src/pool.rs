@@ -8,7 +8,7 @@ use crate::error::{Error, ErrorKind, Step};
 use crate::tls::{MakeTls, Probe, Verdict};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType, Timeouts};
 use deadpool_postgres::ClientWrapper;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -216,8 +216,57 @@ struct Cold {
     /// How to cancel its running statement (TLS connections).
     cancel: Option<(tokio_postgres::CancelToken, MakeTls)>,
     /// Dropped with the connection: tells its task to say goodbye, within [`GOODBYE_TIMEOUT`].
-    _goodbye: tokio::sync::oneshot::Sender<()>,
+    _goodbye: Goodbye,
     _live: Live,
+}
+
+/// Tells a connection's task, when dropped, to say goodbye within [`GOODBYE_TIMEOUT`]. A flag
+/// and the task's waker rather than a channel: the task checks it on every wake-up (every
+/// message), and a channel's receiver costs several times more per poll.
+struct Goodbye(Arc<Farewell>);
+
+#[derive(Default)]
+struct Farewell {
+    now: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl Drop for Goodbye {
+    fn drop(&mut self) {
+        self.0.now.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+}
+
+/// The task's side of [`Goodbye`]: ready once the connection was dropped.
+struct Closing {
+    farewell: Arc<Farewell>,
+    /// The waker last registered: a task's waker rarely changes, so it is registered again
+    /// only when it did.
+    registered: Option<std::task::Waker>,
+}
+
+impl Future for Closing {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.farewell.now.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.farewell.waker.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
+        // Checked again: a goodbye between the first check and the registration woke nobody.
+        if self.farewell.now.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 /// Counts a connection as alive until dropped.
@@ -240,10 +289,11 @@ impl fmt::Debug for Manager {
 
 /// A pooled connection: the deadpool-postgres client wrapper plus what it negotiated.
 ///
-/// deadpool moves each connection by value on every checkout and return, so what is not read
-/// then is boxed (`info`, and what cancelling and closing need): a checkout copies less.
+/// deadpool moves each connection by value several times on every checkout and return, so it
+/// is a few pointers: the client wrapper (a few hundred bytes), `info`, and what cancelling
+/// and closing need are boxed.
 pub struct PooledConnection {
-    client: ClientWrapper,
+    client: Box<ClientWrapper>,
     /// What this connection negotiated.
     pub info: Box<ConnectionInfo>,
     /// The protocol session seen on the wire (TLS connections).
@@ -300,12 +350,21 @@ impl Manager {
         self.live.fetch_add(1, Ordering::AcqRel);
         let live = Live(self.live.clone());
         let host = info.host.clone();
-        let (goodbye, closing) = tokio::sync::oneshot::channel::<()>();
+        let farewell = Arc::new(Farewell::default());
+        let goodbye = Goodbye(farewell.clone());
+        let closing = Closing {
+            farewell,
+            registered: None,
+        };
         let cancel = cancel_tls.map(|tls| (client.cancel_token(), tls));
         if let (Some(t), Some(p)) = (self.health.query_timeout, &probe) {
             p.session.set_query_timeout(t);
         }
-        let (watched, cancel_on_expiry) = (probe.clone(), cancel.clone());
+        // Watched only with a query deadline.
+        let watched = probe
+            .clone()
+            .filter(|p| p.session.query_timeout().is_some());
+        let cancel_on_expiry = cancel.clone();
         // The task owns the connection. When the pool drops the client (retired, closed),
         // tokio-postgres sends Terminate and closes TLS with close_notify; the task waits for
         // that at most GOODBYE_TIMEOUT (a dead path cannot take a goodbye). With a query
@@ -321,9 +380,11 @@ impl Manager {
                 }
             };
             tokio::pin!(watch);
-            let mut expired = false;
+            let mut expired = watched.is_none();
             let result = loop {
                 tokio::select! {
+                    // In this order: no random start (the connection is what usually woke it).
+                    biased;
                     r = &mut connection => break r,
                     _ = &mut closing => break match tokio::time::timeout(GOODBYE_TIMEOUT, &mut connection).await {
                         Ok(r) => r,
@@ -353,7 +414,7 @@ impl Manager {
         // the goodbye short: it gets a finished placeholder, and the real task ends by itself.
         let placeholder = tokio::spawn(async {});
         Ok(PooledConnection {
-            client: ClientWrapper::new(client, placeholder),
+            client: Box::new(ClientWrapper::new(client, placeholder)),
             info: Box::new(info),
             probe,
             cold: Box::new(Cold {
@@ -555,7 +616,7 @@ const NO_WAIT: Timeouts = Timeouts {
 };
 
 /// What one `Pool::get` spent its time on, for the message when its deadline runs out.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct GetTrace {
     checks: u32,
     checking: Duration,
@@ -563,13 +624,46 @@ struct GetTrace {
     opening: Option<Instant>,
 }
 
-tokio::task_local! {
-    static TRACE: RefCell<GetTrace>;
+std::thread_local! {
+    /// The trace of the `Pool::get` being polled on this thread (see [`traced_poll`]).
+    static TRACE: Cell<Option<GetTrace>> = const { Cell::new(None) };
 }
 
 /// Records into the current `Pool::get`'s trace, if there is one.
 fn trace(f: impl FnOnce(&mut GetTrace)) {
-    let _ = TRACE.try_with(|t| f(&mut t.borrow_mut()));
+    TRACE.with(|t| {
+        if let Some(mut trace) = t.get() {
+            f(&mut trace);
+            t.set(Some(trace));
+        }
+    });
+}
+
+/// Polls one step of a `Pool::get` with its trace as this thread's [`TRACE`]: deadpool calls
+/// the manager's `recycle` and `create` without a context, and they record where the time goes
+/// through it. A thread-local set around each poll costs less than a task-local scope (the
+/// checkout's fast path pays it too).
+fn traced_poll<F: Future>(
+    trace: &mut GetTrace,
+    fut: Pin<&mut F>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<F::Output> {
+    /// Puts the trace back, and the outer one (a `get` inside an `after_connect` hook), even
+    /// when the poll panics.
+    struct Restore<'a> {
+        trace: &'a mut GetTrace,
+        outer: Option<GetTrace>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            if let Some(t) = TRACE.replace(self.outer) {
+                *self.trace = t;
+            }
+        }
+    }
+    let outer = TRACE.replace(Some(*trace));
+    let _restore = Restore { trace, outer };
+    fut.poll(cx)
 }
 
 /// A pool of verified connections. Cheap to clone; clones share the connections.
@@ -778,26 +872,24 @@ impl Pool {
         // waits for one.
         if self.full.limit().is_none() && self.inner.status().available > 0 {
             let mut fast = std::pin::pin!(self.inner.timeout_get(&NO_WAIT));
-            let (first, spent) = std::future::poll_fn(|cx| {
-                Poll::Ready(TRACE.sync_scope(RefCell::default(), || {
-                    let poll = fast.as_mut().poll(cx);
-                    (poll, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
-                }))
-            })
-            .await;
+            let mut spent = GetTrace::default();
+            let first =
+                std::future::poll_fn(|cx| Poll::Ready(traced_poll(&mut spent, fast.as_mut(), cx)))
+                    .await;
             let result = match first {
                 Poll::Ready(result) => result,
                 Poll::Pending => {
                     let began = *started.insert(Instant::now());
+                    let left = deadline.saturating_sub(began.elapsed());
                     // Boxed, as the waiting path below.
-                    let rest = Box::pin(TRACE.scope(RefCell::new(spent), async move {
-                        let left = deadline.saturating_sub(began.elapsed());
-                        let result = tokio::time::timeout(left, fast).await;
-                        (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
-                    }));
+                    let rest = Box::pin(async {
+                        let traced =
+                            std::future::poll_fn(|cx| traced_poll(&mut spent, fast.as_mut(), cx));
+                        tokio::time::timeout(left, traced).await
+                    });
                     match rest.await {
-                        (Ok(result), _) => result,
-                        (Err(_), spent) => return Err(self.deadline_error(began.elapsed(), &spent)),
+                        Ok(result) => result,
+                        Err(_) => return Err(self.deadline_error(began.elapsed(), &spent)),
                     }
                 }
             };
@@ -832,21 +924,17 @@ impl Pool {
             create: None,
             recycle: None,
         };
-        // Boxed: a second deadpool future inline would make every checkout's future (moved on
-        // each `get`) twice as large; boxed, the layers around it move a pointer.
-        let checkout = Box::pin(self.checkout(&none));
-        let get = TRACE.scope(RefCell::default(), async {
-            let left = self.wait_timeout.saturating_sub(started.elapsed());
-            let result = tokio::time::timeout(left, checkout).await;
-            (result, TRACE.with(|t| std::mem::take(&mut *t.borrow_mut())))
-        });
-        match get.await {
-            (Ok(Ok(object)), _) => Ok(Client {
+        let mut checkout = std::pin::pin!(self.checkout(&none));
+        let mut spent = GetTrace::default();
+        let left = self.wait_timeout.saturating_sub(started.elapsed());
+        let traced = std::future::poll_fn(|cx| traced_poll(&mut spent, checkout.as_mut(), cx));
+        match tokio::time::timeout(left, traced).await {
+            Ok(Ok(object)) => Ok(Client {
                 object,
                 watch: None,
             }),
-            (Ok(Err(e)), _) => Err(self.pool_error(e)),
-            (Err(_), spent) => Err(self.deadline_error(started.elapsed(), &spent)),
+            Ok(Err(e)) => Err(self.pool_error(e)),
+            Err(_) => Err(self.deadline_error(started.elapsed(), &spent)),
         }
     }
 
@@ -862,15 +950,23 @@ impl Pool {
     ) -> Result<managed::Object<Manager>, managed::PoolError<Error>> {
         loop {
             if let Some(limit) = self.full.limit() {
-                // Wait for a returned connection rather than ask the full server for another.
-                while {
-                    let s = self.inner.status();
-                    s.available == 0 && s.size >= limit && self.full.limit().is_some()
-                } {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
+                // Wait for a returned connection rather than ask the full server for another
+                // (boxed: rare, and its timer would make this future larger).
+                Box::pin(async {
+                    while {
+                        let s = self.inner.status();
+                        s.available == 0 && s.size >= limit && self.full.limit().is_some()
+                    } {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+                .await;
             }
-            match self.inner.timeout_get(timeouts).await {
+            // Boxed: deadpool's future is about 1 KiB; inline, every `get` future (moved on
+            // each call) would carry it twice. Kept under 1 KiB, the allocator serves it from
+            // its per-thread cache.
+            let get = Box::pin(self.inner.timeout_get(timeouts));
+            match get.await {
                 Err(managed::PoolError::Backend(e)) if server_full(&e) => {
                     let held = self.inner.status().size;
                     if held == 0 {
