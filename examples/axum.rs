@@ -7,7 +7,12 @@
 //! DATABASE_URL='postgresql://user:pass@ep-x.aws.neon.tech/neondb' cargo run --example axum
 //! curl 'http://127.0.0.1:3000/query?n=41'   # {"n":41,"result":42}
 //! curl 'http://127.0.0.1:3000/health'       # {"available":1,"max_size":10,"ok":true,"size":1,"waiting":0}
+//! curl 'http://127.0.0.1:3000/metrics'      # neon_connect_connections_opened_total 1 ... (with --features metrics)
 //! ```
+//!
+//! Built with `--features metrics`, the pool records its metrics through the `metrics` facade,
+//! and `/metrics` serves them in Prometheus' text format (`metrics-exporter-prometheus`); without
+//! the feature the page is empty.
 //!
 //! `BIND` sets the listen address (default `127.0.0.1:3000`). Without `DATABASE_URL` (and no
 //! `PGHOST`) it prints what to set and exits with status 2.
@@ -23,6 +28,15 @@ async fn main() -> ExitCode {
         eprintln!("set DATABASE_URL, e.g. DATABASE_URL='postgresql://user:pass@ep-x.aws.neon.tech/neondb' (try `cargo run --example quickstart` for a local server)");
         return ExitCode::from(2);
     }
+    // The pool's metrics (with the crate's `metrics` feature), served at /metrics. Installed
+    // before the pool exists, so its first connections are counted.
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            eprintln!("warning: no /metrics: {e}");
+            None
+        }
+    };
     // Fails here, before the service listens, on a wrong password, certificate or host.
     let pool = match neon_connect::Options::from_env() {
         // Every new connection gets the service's session settings before it is handed out
@@ -62,7 +76,7 @@ async fn main() -> ExitCode {
         Ok(addr) => println!("listening on http://{addr}"),
         Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
     }
-    let served = axum::serve(listener, app::app(pool.clone()))
+    let served = axum::serve(listener, app::app(pool.clone(), metrics))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     // In-flight requests have finished: close the connections instead of leaving them to

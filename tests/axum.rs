@@ -68,6 +68,11 @@ async fn run() {
         server.dbname(),
         server.ca_file().display()
     );
+    // The example's /metrics: a Prometheus recorder, installed before the pool opens its
+    // first connection (the only global recorder of this test binary).
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the Prometheus recorder");
     let pool = neon_connect::Options::new(&url)
         .unwrap()
         .pool_size(3)
@@ -79,7 +84,7 @@ async fn run() {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(
-        axum::serve(listener, app::app(pool.clone()))
+        axum::serve(listener, app::app(pool.clone(), Some(metrics)))
             .with_graceful_shutdown(async {
                 let _ = stopped.await;
             })
@@ -108,6 +113,26 @@ async fn run() {
     assert_eq!(v["ok"], true, "{body}");
     assert_eq!(v["max_size"], 3, "{body}");
     assert_eq!(v["waiting"], 0, "{body}");
+
+    // The pool's metrics, in Prometheus' text format (recorded with the `metrics` feature,
+    // which `scripts/test` turns on).
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    if cfg!(feature = "metrics") {
+        let opened = body
+            .lines()
+            .find_map(|l| l.strip_prefix("neon_connect_connections_opened_total "))
+            .unwrap_or_else(|| panic!("no connections-opened counter in:\n{body}"));
+        let opened: u64 = opened.trim().parse().unwrap();
+        assert!((1..=3).contains(&opened), "opened {opened}:\n{body}");
+        // 14 checkouts so far (13 queries, one ping), each timed.
+        let checkouts = body
+            .lines()
+            .find_map(|l| l.strip_prefix("neon_connect_checkout_wait_seconds_count "))
+            .unwrap_or_else(|| panic!("no checkout-wait histogram in:\n{body}"));
+        assert!(checkouts.trim().parse::<u64>().unwrap() >= 14, "{body}");
+        assert!(body.contains("neon_connect_connections_in_use"), "{body}");
+    }
     let size = v["size"].as_u64().unwrap();
     assert!((1..=3).contains(&size), "{body}");
     assert_eq!(
@@ -182,7 +207,7 @@ async fn health_is_503_with_the_errors_one_line_when_the_database_is_down() {
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let service = tokio::spawn(axum::serve(listener, app::app(pool)).into_future());
+        let service = tokio::spawn(axum::serve(listener, app::app(pool, None)).into_future());
         let (status, body) = http_get(addr, "/health").await;
         assert_eq!(status, 503, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use neon_connect::Pool;
 use serde::Deserialize;
 use serde_json::json;
@@ -17,13 +18,20 @@ pub struct QueryParams {
     pub n: i64,
 }
 
-/// `GET /query?n=N` (runs `SELECT $1 + 1` with N as a parameter) and `GET /health`
-/// (readiness: `pool.ping()`, and the pool's status), on one shared pool.
-pub fn app(pool: Pool) -> Router {
-    Router::new()
+/// `GET /query?n=N` (runs `SELECT $1 + 1` with N as a parameter), `GET /health`
+/// (readiness: `pool.ping()`, and the pool's status) and, given a Prometheus recorder's
+/// handle, `GET /metrics` (the pool's metrics in Prometheus' text format: checkout wait,
+/// connections opened, failed by diagnosis, retired by reason, in use, idle, waiting; the crate
+/// records them with its `metrics` feature).
+pub fn app(pool: Pool, metrics: Option<PrometheusHandle>) -> Router {
+    let router = Router::new()
         .route("/query", get(query))
-        .route("/health", get(health))
-        .with_state(pool)
+        .route("/health", get(health));
+    let router = match metrics {
+        Some(handle) => router.route("/metrics", get(move || std::future::ready(handle.render()))),
+        None => router,
+    };
+    router.with_state(pool)
 }
 
 async fn query(
