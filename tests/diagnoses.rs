@@ -7,6 +7,7 @@ mod support;
 
 use neon_connect::{ConnectionString, Diagnosis, Error, ErrorKind, Options};
 use neon_connect_testing::neon::{FakeNeonProxy, Script};
+use neon_connect_testing::CertKind;
 use std::time::{Duration, Instant};
 
 /// Connects through `port` on localhost with a short budget; returns the error, how many
@@ -191,4 +192,69 @@ async fn a_server_that_speaks_only_tls_1_1_is_told_apart() {
             .contains("TLS 1.0 and 1.1 are never accepted"),
         "{err}"
     );
+}
+
+/// Certificates that rustls refuses where OpenSSL (libpq) accepts them or words it
+/// differently, served in turn by one real PostgreSQL 15: an IP address written as a DNS name,
+/// a chain of 7 intermediates (webpki allows 6), and an 80 KiB certificate (rustls reads at
+/// most 64 KiB per handshake message). Each is refused once, not retried, in plain words.
+#[tokio::test]
+async fn certificates_rustls_refuses_from_a_real_server() {
+    let server = support::start_server(neon_connect_testing::ServerOptions::default());
+    // Counts the attempts: every connection passes through it before its handshake starts.
+    let relay = neon_connect_testing::relay::Relay::start(server.port()).unwrap();
+    let port = relay.port();
+    let ca = server.ca_file().display().to_string();
+    let cases = [
+        (CertKind::IpAsDnsName, "127.0.0.1", Diagnosis::CertificateWrongName,
+            format!("the certificate of \"127.0.0.1:{port}\" is not valid for the name \"127.0.0.1\"; it is valid for 127.0.0.1 only as a DNS name, and an IP address host must be an IP address entry of its subjectAltName; help: reissue the server certificate with 127.0.0.1 as an IP address subjectAltName (IP:127.0.0.1, not DNS:127.0.0.1), or connect with a host name it holds")),
+        (CertKind::ChainTooDeep, "localhost", Diagnosis::CertificateChainTooDeep,
+            format!("the certificate chain of \"localhost:{port}\" is longer than rustls allows: more than 6 intermediate certificates between the server's certificate and a trusted root (checked against the root certificate file {ca}); help: send a shorter chain from the server (leaf, its intermediates, no cross-signed loops), or trust the issuing intermediate directly with `sslrootcert`")),
+        (CertKind::Oversized, "localhost", Diagnosis::CertificateTooLarge,
+            format!("the server \"localhost:{port}\" sent a TLS handshake message over 64 KiB, more than rustls reads: its certificate chain is too large (or its list of CAs for client certificates); help: give the server a smaller certificate chain (fewer subjectAltNames, only the intermediates needed, no root); if it asks for client certificates, shorten its `ssl_ca_file`")),
+    ];
+    for (kind, host, want, shown) in cases {
+        server.set_certificate(kind).unwrap();
+        server.reload().unwrap();
+        let attempts_before = relay.connections();
+        let url = format!(
+            "postgresql://neon:npg_TestSecret42@{host}:{port}/neondb?sslmode=verify-full&sslrootcert={}",
+            server.ca_file().display()
+        );
+        let err = Options::new(&url)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect_attempts(3)
+            .connect()
+            .await
+            .expect_err("rustls refuses it");
+        let text = err.to_string();
+        support::assert_no_secret("the error", &format!("{err} {err:#} {err:?}"), &["npg_"]);
+        assert_eq!(err.diagnosis(), Some(want), "{kind:?}: {err:#}");
+        assert_eq!(
+            err.step(),
+            Some(neon_connect::Step::TlsHandshake),
+            "{kind:?}"
+        );
+        assert!(!err.is_retryable(), "{kind:?}: {err}");
+        assert_eq!(text, shown, "{kind:?}");
+        for debug in [
+            "DnsName(",
+            "Other(",
+            "Exceeded",
+            "InvalidMessage",
+            "TooLarge",
+            "{ ",
+        ] {
+            assert!(
+                !text.contains(debug),
+                "{kind:?}: a Rust Debug string: {text}"
+            );
+        }
+        assert_eq!(
+            relay.connections() - attempts_before,
+            1,
+            "{kind:?}: retried"
+        );
+    }
 }

@@ -691,7 +691,7 @@ async fn the_common_name_is_never_used_as_the_host_name() {
     );
     assert!(
         err.to_string().contains(
-            "the certificate has no subjectAltName (a name only in its Common Name is never used)"
+            "it is valid for no name: the certificate has no subjectAltName (a name only in its Common Name is never used)"
         ),
         "{err}"
     );

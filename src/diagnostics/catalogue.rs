@@ -142,9 +142,13 @@ catalogue![
         "the certificate failed verification for another reason (named in the message)",
         "check the server's certificate chain against the roots named in the message";
     CertificateChainTooDeep = "certificate-chain-too-deep", Certificate, false,
-        "the certificate chain of \"host:5432\" is longer than the verifier allows",
-        "the path from the server's certificate to a trusted root has more intermediates than webpki accepts (or loops)",
+        "the certificate chain of \"host:5432\" is longer than rustls allows: more than 6 intermediate certificates between the server's certificate and a trusted root (checked against ...)",
+        "the path from the server's certificate to a trusted root has more intermediates than webpki accepts (6), or loops; OpenSSL (libpq) allows up to 100",
         "send a shorter chain from the server (leaf, its intermediates, no cross-signed loops), or trust the issuing intermediate directly with `sslrootcert`";
+    CertificateTooLarge = "certificate-too-large", Certificate, false,
+        "the server \"host:5432\" sent a TLS handshake message over 64 KiB, more than rustls reads: its certificate chain is too large (or its list of CAs for client certificates)",
+        "rustls refuses any handshake message over 64 KiB (OpenSSL allows 100 KiB): a certificate with thousands of subjectAltNames, a long chain of large certificates, or a long `ssl_ca_file` sent when the server asks for client certificates",
+        "give the server a smaller certificate chain (fewer subjectAltNames, only the intermediates needed, no root); if it asks for client certificates, shorten its `ssl_ca_file`";
     Dns = "dns", Dns, false,
         "could not resolve the host name \"host\"",
         "the name does not exist, or this machine's DNS does not answer",
