@@ -56,7 +56,7 @@ async fn each_sqlstate_the_server_sends_at_login() {
         .await
         .unwrap();
         let (err, seen) = provoke(proxy.port(), || proxy.connections()).await;
-        assert_eq!(err.diagnosis(), Some(want), "{code} {message}: {err:#}");
+        support::assert_diagnosis(&err, want);
         assert_eq!(err.is_retryable(), retried, "{code}: {err}");
         assert_eq!(seen > 1, retried, "{code}: retried {seen} times: {err:#}");
         assert!(
@@ -110,7 +110,7 @@ async fn connections_closed_reset_or_unanswered() {
         let started = Instant::now();
         let (err, _) = provoke(port, || 0).await;
         task.abort();
-        assert_eq!(err.diagnosis(), Some(want), "{what}: {err:#}");
+        support::assert_diagnosis(&err, want);
         assert_eq!(err.kind(), kind, "{what}");
         assert!(err.is_retryable(), "{what}: {err}");
         assert!(started.elapsed() < Duration::from_secs(5), "{what}");
@@ -121,7 +121,7 @@ async fn connections_closed_reset_or_unanswered() {
 async fn a_closed_port_is_refused_and_retried() {
     let port = support::free_port();
     let (err, _) = provoke(port, || 0).await;
-    assert_eq!(err.diagnosis(), Some(Diagnosis::NetworkRefused), "{err:#}");
+    support::assert_diagnosis(&err, Diagnosis::NetworkRefused);
     assert!(err.is_retryable());
     assert!(
         err.to_string()
@@ -152,11 +152,7 @@ async fn a_root_certificate_file_that_does_not_exist_says_so() {
 async fn a_message_with_an_invalid_length_is_a_protocol_violation_not_retried() {
     let proxy = FakeNeonProxy::start(Script::InvalidLength).await.unwrap();
     let (err, seen) = provoke(proxy.port(), || proxy.connections()).await;
-    assert_eq!(
-        err.diagnosis(),
-        Some(Diagnosis::ProtocolViolation),
-        "{err:#}"
-    );
+    support::assert_diagnosis(&err, Diagnosis::ProtocolViolation);
     assert!(!err.is_retryable());
     assert_eq!(seen, 1, "not retried");
     assert!(
@@ -181,11 +177,7 @@ async fn a_server_that_speaks_only_tls_1_1_is_told_apart() {
         .connect()
         .await
         .expect_err("no TLS 1.2");
-    assert_eq!(
-        err.diagnosis(),
-        Some(Diagnosis::TlsVersionUnsupported),
-        "{err:#}"
-    );
+    support::assert_diagnosis(&err, Diagnosis::TlsVersionUnsupported);
     assert!(!err.is_retryable());
     assert!(
         err.to_string()
@@ -230,7 +222,7 @@ async fn certificates_rustls_refuses_from_a_real_server() {
             .expect_err("rustls refuses it");
         let text = err.to_string();
         support::assert_no_secret("the error", &format!("{err} {err:#} {err:?}"), &["npg_"]);
-        assert_eq!(err.diagnosis(), Some(want), "{kind:?}: {err:#}");
+        support::assert_diagnosis(&err, want);
         assert_eq!(
             err.step(),
             Some(neon_connect::Step::TlsHandshake),
@@ -257,4 +249,46 @@ async fn certificates_rustls_refuses_from_a_real_server() {
             "{kind:?}: retried"
         );
     }
+}
+
+/// The check behind `support::assert_diagnosis`: placeholders match anything, the rest must
+/// be there in order, from the start.
+#[test]
+fn readme_examples_are_matched_with_placeholders_as_wildcards() {
+    let example = "timed out after 15.0s during the TCP connect with \"host:5432\"";
+    assert!(support::shows(
+        example,
+        "timed out after 2.5s during the TCP connect with \"db.example.com:6543\"; help: ..."
+    ));
+    assert!(!support::shows(
+        example,
+        "timed out after 2.5s during the TLS request with \"db:6543\""
+    ));
+    assert!(!support::shows(
+        example,
+        "x timed out after 2.5s during the TCP connect with \"db\""
+    ));
+    assert!(support::shows(
+        "the server \"host:5432\" has too many connections: ...",
+        "the server \"localhost:1\" has too many connections: sorry, too many clients already"
+    ));
+    assert!(!support::shows(
+        "the server \"host:5432\" has too many connections: ...",
+        "the server \"localhost:1\" is starting up or shutting down: x"
+    ));
+    // Alternatives, paths and unquoted hosts.
+    let example = "no server matched `target_session_attrs=...`: db1:5432 ..., db2:5432 ... / the list /path/to/crl.pem expired";
+    assert!(support::shows(
+        example,
+        "no server matched `target_session_attrs=primary`: localhost:1 is a standby, [::1]:2 failed"
+    ));
+    assert!(support::shows(
+        example,
+        "the list /tmp/x/a.r0 expired at ..."
+    ));
+    assert!(!support::shows(example, "the list /tmp/x/a.r0 is fine"));
+    assert_eq!(
+        support::readme_example(Diagnosis::NetworkRefused),
+        "connection refused by \"host:5432\""
+    );
 }
