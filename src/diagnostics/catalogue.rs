@@ -308,7 +308,7 @@ catalogue![
         "a connection was checked out but the server (or the network path to it) did not answer within the check deadline",
         "check the server's load and the network path; the deadline is `recycle_timeout`";
     QueryConnectionLost = "query-connection-lost", Closed, true,
-        "the connection was lost during the query: ...",
+        "the connection was lost during the query: ... / terminating connection due to administrator command (SQLSTATE 57P01 admin_shutdown)",
         "the server closed the connection, or the network cut it, before the statement's result arrived (a restart, a failover, an administrator, an idle cut-off)",
         "run the statement again on a fresh connection (`pool.get()` gives one); a write outside a transaction may or may not have been applied";
     QuerySerializationFailure = "query-serialization-failure", Query, true,
