@@ -69,6 +69,7 @@ async fn no_sslmode_refuses_a_server_whose_ca_is_not_in_the_system_store() {
     let s = server(CertKind::UntrustedCa);
     let err = connect(&url(s, "")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+    support::assert_diagnosis(&err, Diagnosis::CertificateUnknownIssuer);
     assert!(
         err.to_string()
             .contains("not issued by a trusted authority"),
@@ -94,6 +95,7 @@ async fn sslrootcert_file_replaces_the_system_store() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Certificate, "{err:#}");
+    support::assert_diagnosis(&err, Diagnosis::CertificateUnknownIssuerFile);
     assert!(
         err.to_string().contains(&ca),
         "names the file it checked against: {err}"
