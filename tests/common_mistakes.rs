@@ -2,6 +2,8 @@
 //! one line that says what is wrong and where the fix goes, is not retried when a retry cannot
 //! help, and never shows a password or a piece of one.
 
+mod support;
+
 use neon_connect::{ConnectionString, Diagnosis, Error, ErrorKind, Options};
 use neon_connect_testing::{trust_test_ca_as_system_store, PgServer};
 use std::time::{Duration, Instant};
@@ -46,7 +48,7 @@ async fn no_password_anywhere() {
         server.dbname()
     );
     let (err, took) = connect_fails(ConnectionString::parse(&url).unwrap()).await;
-    assert_eq!(err.diagnosis(), Some(Diagnosis::PasswordMissing), "{err:#}");
+    support::assert_diagnosis(&err, Diagnosis::PasswordMissing);
     assert!(!err.is_retryable());
     assert!(took < Duration::from_secs(3), "retried: {took:?}");
     assert!(
@@ -80,11 +82,7 @@ async fn a_unix_socket_that_does_not_exist() {
     let dir = std::env::temp_dir().join("neon-connect-no-server-here");
     let cs = ConnectionString::parse(&format!("host={} user=app", dir.display())).unwrap();
     let (err, took) = connect_fails(cs).await;
-    assert_eq!(
-        err.diagnosis(),
-        Some(Diagnosis::UnixSocketMissing),
-        "{err:#}"
-    );
+    support::assert_diagnosis(&err, Diagnosis::UnixSocketMissing);
     assert!(!err.is_retryable());
     assert!(took < Duration::from_secs(2), "retried: {took:?}");
     assert!(
@@ -103,11 +101,7 @@ async fn target_session_attrs_that_no_host_satisfies() {
     let cs = ConnectionString::parse(&format!("{}?target_session_attrs=read-only", server.url()))
         .unwrap();
     let (err, took) = connect_fails(cs).await;
-    assert_eq!(
-        err.diagnosis(),
-        Some(Diagnosis::TargetSessionAttrsUnmatched),
-        "{err:#}"
-    );
+    support::assert_diagnosis(&err, Diagnosis::TargetSessionAttrsUnmatched);
     assert_ne!(err.kind(), ErrorKind::Network);
     assert!(!err.is_retryable());
     assert!(took < Duration::from_secs(3), "retried: {took:?}");
@@ -142,6 +136,7 @@ async fn a_timeout_reports_the_time_it_waited() {
         .expect_err("times out");
     hold.abort();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err:#}");
+    support::assert_diagnosis(&err, Diagnosis::TimeoutTls);
     let line = err.to_string();
     assert!(!line.contains("after 0.0s"), "{line}");
     assert!(

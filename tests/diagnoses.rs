@@ -7,6 +7,7 @@ mod support;
 
 use neon_connect::{ConnectionString, Diagnosis, Error, ErrorKind, Options};
 use neon_connect_testing::neon::{FakeNeonProxy, Script};
+use neon_connect_testing::CertKind;
 use std::time::{Duration, Instant};
 
 /// Connects through `port` on localhost with a short budget; returns the error, how many
@@ -55,7 +56,7 @@ async fn each_sqlstate_the_server_sends_at_login() {
         .await
         .unwrap();
         let (err, seen) = provoke(proxy.port(), || proxy.connections()).await;
-        assert_eq!(err.diagnosis(), Some(want), "{code} {message}: {err:#}");
+        support::assert_diagnosis(&err, want);
         assert_eq!(err.is_retryable(), retried, "{code}: {err}");
         assert_eq!(seen > 1, retried, "{code}: retried {seen} times: {err:#}");
         assert!(
@@ -109,7 +110,7 @@ async fn connections_closed_reset_or_unanswered() {
         let started = Instant::now();
         let (err, _) = provoke(port, || 0).await;
         task.abort();
-        assert_eq!(err.diagnosis(), Some(want), "{what}: {err:#}");
+        support::assert_diagnosis(&err, want);
         assert_eq!(err.kind(), kind, "{what}");
         assert!(err.is_retryable(), "{what}: {err}");
         assert!(started.elapsed() < Duration::from_secs(5), "{what}");
@@ -120,7 +121,7 @@ async fn connections_closed_reset_or_unanswered() {
 async fn a_closed_port_is_refused_and_retried() {
     let port = support::free_port();
     let (err, _) = provoke(port, || 0).await;
-    assert_eq!(err.diagnosis(), Some(Diagnosis::NetworkRefused), "{err:#}");
+    support::assert_diagnosis(&err, Diagnosis::NetworkRefused);
     assert!(err.is_retryable());
     assert!(
         err.to_string()
@@ -151,11 +152,7 @@ async fn a_root_certificate_file_that_does_not_exist_says_so() {
 async fn a_message_with_an_invalid_length_is_a_protocol_violation_not_retried() {
     let proxy = FakeNeonProxy::start(Script::InvalidLength).await.unwrap();
     let (err, seen) = provoke(proxy.port(), || proxy.connections()).await;
-    assert_eq!(
-        err.diagnosis(),
-        Some(Diagnosis::ProtocolViolation),
-        "{err:#}"
-    );
+    support::assert_diagnosis(&err, Diagnosis::ProtocolViolation);
     assert!(!err.is_retryable());
     assert_eq!(seen, 1, "not retried");
     assert!(
@@ -180,15 +177,118 @@ async fn a_server_that_speaks_only_tls_1_1_is_told_apart() {
         .connect()
         .await
         .expect_err("no TLS 1.2");
-    assert_eq!(
-        err.diagnosis(),
-        Some(Diagnosis::TlsVersionUnsupported),
-        "{err:#}"
-    );
+    support::assert_diagnosis(&err, Diagnosis::TlsVersionUnsupported);
     assert!(!err.is_retryable());
     assert!(
         err.to_string()
             .contains("TLS 1.0 and 1.1 are never accepted"),
         "{err}"
+    );
+}
+
+/// Certificates that rustls refuses where OpenSSL (libpq) accepts them or words it
+/// differently, served in turn by one real PostgreSQL 15: an IP address written as a DNS name,
+/// a chain of 7 intermediates (webpki allows 6), and an 80 KiB certificate (rustls reads at
+/// most 64 KiB per handshake message). Each is refused once, not retried, in plain words.
+#[tokio::test]
+async fn certificates_rustls_refuses_from_a_real_server() {
+    let server = support::start_server(neon_connect_testing::ServerOptions::default());
+    // Counts the attempts: every connection passes through it before its handshake starts.
+    let relay = neon_connect_testing::relay::Relay::start(server.port()).unwrap();
+    let port = relay.port();
+    let ca = server.ca_file().display().to_string();
+    let cases = [
+        (CertKind::IpAsDnsName, "127.0.0.1", Diagnosis::CertificateWrongName,
+            format!("the certificate of \"127.0.0.1:{port}\" is not valid for the name \"127.0.0.1\"; it is valid for 127.0.0.1 only as a DNS name, and an IP address host must be an IP address entry of its subjectAltName; help: reissue the server certificate with 127.0.0.1 as an IP address subjectAltName (IP:127.0.0.1, not DNS:127.0.0.1), or connect with a host name it holds")),
+        (CertKind::ChainTooDeep, "localhost", Diagnosis::CertificateChainTooDeep,
+            format!("the certificate chain of \"localhost:{port}\" is longer than rustls allows: more than 6 intermediate certificates between the server's certificate and a trusted root (checked against the root certificate file {ca}); help: send a shorter chain from the server (leaf, its intermediates, no cross-signed loops), or trust the issuing intermediate directly with `sslrootcert`")),
+        (CertKind::Oversized, "localhost", Diagnosis::CertificateTooLarge,
+            format!("the server \"localhost:{port}\" sent a TLS handshake message over 64 KiB, more than rustls reads: its certificate chain is too large (or its list of CAs for client certificates); help: give the server a smaller certificate chain (fewer subjectAltNames, only the intermediates needed, no root); if it asks for client certificates, shorten its `ssl_ca_file`")),
+    ];
+    for (kind, host, want, shown) in cases {
+        server.set_certificate(kind).unwrap();
+        server.reload().unwrap();
+        let attempts_before = relay.connections();
+        let url = format!(
+            "postgresql://neon:npg_TestSecret42@{host}:{port}/neondb?sslmode=verify-full&sslrootcert={}",
+            server.ca_file().display()
+        );
+        let err = Options::new(&url)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect_attempts(3)
+            .connect()
+            .await
+            .expect_err("rustls refuses it");
+        let text = err.to_string();
+        support::assert_no_secret("the error", &format!("{err} {err:#} {err:?}"), &["npg_"]);
+        support::assert_diagnosis(&err, want);
+        assert_eq!(
+            err.step(),
+            Some(neon_connect::Step::TlsHandshake),
+            "{kind:?}"
+        );
+        assert!(!err.is_retryable(), "{kind:?}: {err}");
+        assert_eq!(text, shown, "{kind:?}");
+        for debug in [
+            "DnsName(",
+            "Other(",
+            "Exceeded",
+            "InvalidMessage",
+            "TooLarge",
+            "{ ",
+        ] {
+            assert!(
+                !text.contains(debug),
+                "{kind:?}: a Rust Debug string: {text}"
+            );
+        }
+        assert_eq!(
+            relay.connections() - attempts_before,
+            1,
+            "{kind:?}: retried"
+        );
+    }
+}
+
+/// The check behind `support::assert_diagnosis`: placeholders match anything, the rest must
+/// be there in order, from the start.
+#[test]
+fn readme_examples_are_matched_with_placeholders_as_wildcards() {
+    let example = "timed out after 15.0s during the TCP connect with \"host:5432\"";
+    assert!(support::shows(
+        example,
+        "timed out after 2.5s during the TCP connect with \"db.example.com:6543\"; help: ..."
+    ));
+    assert!(!support::shows(
+        example,
+        "timed out after 2.5s during the TLS request with \"db:6543\""
+    ));
+    assert!(!support::shows(
+        example,
+        "x timed out after 2.5s during the TCP connect with \"db\""
+    ));
+    assert!(support::shows(
+        "the server \"host:5432\" has too many connections: ...",
+        "the server \"localhost:1\" has too many connections: sorry, too many clients already"
+    ));
+    assert!(!support::shows(
+        "the server \"host:5432\" has too many connections: ...",
+        "the server \"localhost:1\" is starting up or shutting down: x"
+    ));
+    // Alternatives, paths and unquoted hosts.
+    let example = "no server matched `target_session_attrs=...`: db1:5432 ..., db2:5432 ... / the list /path/to/crl.pem expired";
+    assert!(support::shows(
+        example,
+        "no server matched `target_session_attrs=primary`: localhost:1 is a standby, [::1]:2 failed"
+    ));
+    assert!(support::shows(
+        example,
+        "the list /tmp/x/a.r0 expired at ..."
+    ));
+    assert!(!support::shows(example, "the list /tmp/x/a.r0 is fine"));
+    assert_eq!(
+        support::readme_example(Diagnosis::NetworkRefused),
+        "connection refused by \"host:5432\""
     );
 }

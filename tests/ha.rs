@@ -5,6 +5,8 @@
 //! Figures are printed to stderr (`cargo test --test ha -- --nocapture`). The failover runs
 //! once (about 2 s); `NEON_CONNECT_HA_SOAK=N` repeats it on N fresh pairs and prints each run.
 
+mod support;
+
 use neon_connect::config::ServerRole;
 use neon_connect::{ConnectionString, Diagnosis, Options, Pool};
 use neon_connect_testing::{trust_test_ca_as_system_store, ReplicatedPair};
@@ -144,7 +146,7 @@ async fn no_matching_server_is_its_own_error_naming_each_host() {
     let began = Instant::now();
     let e = Options::new(&url).unwrap().connect().await.unwrap_err();
     eprintln!("{}", e.report());
-    assert_eq!(e.diagnosis(), Some(Diagnosis::TargetSessionAttrsUnmatched));
+    support::assert_diagnosis(&e, Diagnosis::TargetSessionAttrsUnmatched);
     assert!(!e.is_retryable());
     assert!(
         began.elapsed() < Duration::from_secs(3),
@@ -164,7 +166,7 @@ async fn no_matching_server_is_its_own_error_naming_each_host() {
         .connect()
         .await
         .unwrap_err();
-    assert_eq!(e.diagnosis(), Some(Diagnosis::TargetSessionAttrsUnmatched));
+    support::assert_diagnosis(&e, Diagnosis::TargetSessionAttrsUnmatched);
     assert!(
         e.message().contains(&format!("the server \"localhost:{standby}\" is a standby, and `target_session_attrs=read-write` asks for a server that accepts writes")),
         "{}",
@@ -183,7 +185,7 @@ async fn no_matching_server_is_its_own_error_naming_each_host() {
     let e = Options::new(&url).unwrap().connect().await.unwrap_err();
     let took = began.elapsed();
     eprintln!("after {took:?}: {}", e.report());
-    assert_eq!(e.diagnosis(), Some(Diagnosis::TargetSessionAttrsUnmatched));
+    support::assert_diagnosis(&e, Diagnosis::TargetSessionAttrsUnmatched);
     assert!(e.is_retryable());
     assert!(e.message().contains("attempts"), "{}", e.message());
     assert!(
@@ -224,7 +226,7 @@ async fn a_connection_whose_server_turned_read_only_is_retired() {
     // The same pool now finds no writable server: the connection was not handed out again.
     let e = pool.get().await.unwrap_err();
     eprintln!("get: {e:#}");
-    assert_eq!(e.diagnosis(), Some(Diagnosis::TargetSessionAttrsUnmatched));
+    support::assert_diagnosis(&e, Diagnosis::TargetSessionAttrsUnmatched);
     assert!(
         e.message().contains("is a read-only primary"),
         "{}",
@@ -464,7 +466,7 @@ async fn a_standby_pool_lets_go_of_a_promoted_standby() {
     }
     let e = e.expect("the promoted standby is let go");
     eprintln!("get after the promotion: {e:#}");
-    assert_eq!(e.diagnosis(), Some(Diagnosis::TargetSessionAttrsUnmatched));
+    support::assert_diagnosis(&e, Diagnosis::TargetSessionAttrsUnmatched);
     assert!(
         e.message()
             .contains(&format!("localhost:{} is a primary", pair.standby().port())),

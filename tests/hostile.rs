@@ -1,6 +1,8 @@
 //! Attacks by scripted hostile peers on 127.0.0.1 (see `neon_connect_testing::hostile`).
 
-use neon_connect::{ConnectionString, Options};
+mod support;
+
+use neon_connect::{ConnectionString, Diagnosis, Options};
 use neon_connect_testing::hostile::{Answer, DirectTlsWithoutAlpn, HostilePeer, InterceptingRelay};
 use neon_connect_testing::PgServer;
 use std::time::Duration;
@@ -60,6 +62,7 @@ async fn plaintext_injected_after_s_is_refused() {
         let err = connect(&url(peer.port(), "sslmode=require"))
             .await
             .expect_err("injected plaintext must be refused");
+        support::assert_diagnosis(&err, Diagnosis::TlsInjectedPlaintext);
         let text = format!("{err:#}");
         assert!(
             text.contains("received unencrypted data after SSL response"),
@@ -85,6 +88,8 @@ async fn an_error_before_tls_is_refused_and_its_text_not_shown() {
         let err = connect(&url(peer.port(), &q))
             .await
             .expect_err("must be refused");
+        // tokio-postgres reads no further than the `E`, like an `N`.
+        support::assert_diagnosis(&err, Diagnosis::TlsServerWithoutTls);
         let text = format!("{err:#} {err:?} {}", err.report());
         assert!(!text.contains("evil.example"), "{text}");
         assert!(!text.contains("password authentication failed"), "{text}");
@@ -228,6 +233,7 @@ async fn direct_tls_without_alpn_is_refused() {
     let err = connect(&url(peer.port(), &q))
         .await
         .expect_err("must be refused");
+    support::assert_diagnosis(&err, Diagnosis::TlsAlpn);
     let text = format!("{err:#}");
     assert!(
         text.contains(

@@ -135,11 +135,7 @@ async fn connect_lazy_dials_nothing_but_still_refuses_bad_settings_at_once() {
     assert!(pool.info().is_none());
     let err = pool.ping().await.unwrap_err();
     assert_eq!(err.kind(), neon_connect::ErrorKind::Network, "{err:#}");
-    assert_eq!(
-        err.diagnosis().map(|d| d.id()),
-        Some("network-refused"),
-        "{err:#}"
-    );
+    support::assert_diagnosis(&err, neon_connect::Diagnosis::NetworkRefused);
 
     // A lazy pool to a live server opens its first connection on demand.
     let pool = Options::new(&verified_url(server))

@@ -43,7 +43,9 @@ macro_rules! catalogue {
                 match self { $( Diagnosis::$variant => $help, )* }
             }
 
-            /// What the user sees (the start of the message), for the README.
+            /// What the user sees (the start of the message), for the README. The integration
+            /// tests read it back from the README (`tests/support/mod.rs`, `assert_diagnosis`)
+            /// and match it against every message they provoke.
             #[cfg(test)]
             pub(crate) fn shows(self) -> &'static str {
                 match self { $( Diagnosis::$variant => $shows, )* }
@@ -90,7 +92,7 @@ catalogue![
         "the server asked for a client certificate and refused the one sent (unknown CA, revoked, expired, or not for this user)",
         "check the client certificate (`sslcert`): it must be issued by a CA in the server's `ssl_ca_file`, be valid now, not be revoked, and name the user (CN) when pg_hba.conf says `clientcert=verify-full`";
     TlsVersionUnsupported = "tls-version-unsupported", TlsHandshake, false,
-        "the server \"host:5432\" offers only TLS versions below 1.2, which are never accepted",
+        "the server \"host:5432\" offers only TLS versions below 1.2 (or none that this connection allows), and TLS 1.0 and 1.1 are never accepted",
         "TLS 1.0 and 1.1 are broken and rustls never speaks them; the server (or a proxy) allows nothing newer",
         "enable TLS 1.2 or 1.3 on the server (`ssl_min_protocol_version = 'TLSv1.2'` in postgresql.conf, with a current OpenSSL)";
     TlsClientCertificateNotRequested = "tls-client-certificate-not-requested", TlsHandshake, false,
@@ -98,15 +100,15 @@ catalogue![
         "`sslcertmode=require` insists that the server asks for a client certificate (libpq 16), and it did not",
         "make the server ask (`clientcert=verify-ca` or `verify-full` in pg_hba.conf, or `cert` authentication), or remove `sslcertmode=require`";
     ServerMessageTooLarge = "server-message-too-large", Server, false,
-        "refused \"host:5432\": the server sent an ErrorResponse of 104857620 bytes during authentication, past the 4 MiB the connect phase may read",
+        "refused \"host:5432\": the server sent ... of 104857620 bytes during ..., past the 4 MiB the connect phase may read",
         "before the connection is ready a server sends a few kilobytes; a peer that sends or announces megabytes is broken or hostile, and is cut off before it is buffered",
         "check that host and port point at a PostgreSQL server (or Neon's proxy) and not something else; if a proxy sits in between, check it";
     CertificateUnknownIssuer = "certificate-unknown-issuer", Certificate, false,
-        "the certificate of \"host:5432\" was not issued by a trusted authority (checked against the system root store)",
+        "the certificate of \"host:5432\" was not issued by a trusted authority (checked against the system root store) / the certificate of \"host:5432\" was not issued by a trusted authority (checked against the system root store (from SSL_CERT_FILE=/path/to/bundle.pem))",
         "no root in the system store signed the server's chain: a private CA, a self-signed certificate, or a server that omits its intermediate",
         "if the server uses a private CA, set `sslrootcert=/path/to/ca.pem`; if it uses a public CA, the server may be omitting its intermediate certificate";
     CertificateUnknownIssuerFile = "certificate-unknown-issuer-file", Certificate, false,
-        "the certificate of \"host:5432\" was not issued by a trusted authority (checked against the root certificate file ca.pem)",
+        "the certificate of \"host:5432\" was not issued by a trusted authority (checked against the root certificate file /path/to/ca.pem)",
         "the `sslrootcert` file does not hold the CA that signed the server's chain",
         "check that the `sslrootcert` file holds the CA that signed the server's certificate (and that the server sends its intermediates)";
     CertificateWrongName = "certificate-wrong-name", Certificate, false,
@@ -130,11 +132,11 @@ catalogue![
         "v1 certificates carry no extensions (no subjectAltName), and rustls refuses them",
         "reissue the server certificate as X.509 v3 (with subjectAltName)";
     CertificateRevoked = "certificate-revoked", Certificate, false,
-        "the certificate of \"host:5432\" was refused: the certificate \"CN=...\" (serial ...) was revoked on ... according to the certificate revocation list crl.pem",
+        "the certificate of \"host:5432\" was refused: the certificate \"CN=...\" (serial ...) was revoked on ... according to the certificate revocation list /path/to/crl.pem",
         "a certificate of the server's chain is listed as revoked in `sslcrl`/`sslcrldir` (or `~/.postgresql/root.crl`)",
         "the server must present a certificate that is not revoked; if the list is wrong, fix the list given in `sslcrl`/`sslcrldir`";
     CertificateRevocationUnchecked = "certificate-revocation-unchecked", Certificate, false,
-        "the certificate of \"host:5432\" was refused: the revocation status of the certificate \"CN=...\" is unknown / the certificate revocation list crl.pem expired at ...",
+        "the certificate of \"host:5432\" was refused: the revocation status of the certificate \"CN=...\" is unknown: no certificate revocation list from its issuer \"CN=...\" was given (lists read: ...) / the certificate of \"host:5432\" was refused: the certificate revocation list /path/to/crl.pem expired at ...",
         "revocation lists were given, and one certificate of the chain has no list from its issuer, or its list is past its `nextUpdate`; like libpq, such a chain is refused",
         "give a current revocation list from every CA of the server's chain (intermediates included) in `sslcrl`/`sslcrldir`";
     CertificateOther = "certificate-other", Certificate, false,
@@ -142,9 +144,13 @@ catalogue![
         "the certificate failed verification for another reason (named in the message)",
         "check the server's certificate chain against the roots named in the message";
     CertificateChainTooDeep = "certificate-chain-too-deep", Certificate, false,
-        "the certificate chain of \"host:5432\" is longer than the verifier allows",
-        "the path from the server's certificate to a trusted root has more intermediates than webpki accepts (or loops)",
+        "the certificate chain of \"host:5432\" is longer than rustls allows: more than 6 intermediate certificates between the server's certificate and a trusted root (checked against ...)",
+        "the path from the server's certificate to a trusted root has more intermediates than webpki accepts (6), or loops; OpenSSL (libpq) allows up to 100",
         "send a shorter chain from the server (leaf, its intermediates, no cross-signed loops), or trust the issuing intermediate directly with `sslrootcert`";
+    CertificateTooLarge = "certificate-too-large", Certificate, false,
+        "the server \"host:5432\" sent a TLS handshake message over 64 KiB, more than rustls reads: its certificate chain is too large (or its list of CAs for client certificates)",
+        "rustls refuses any handshake message over 64 KiB (OpenSSL allows 100 KiB): a certificate with thousands of subjectAltNames, a long chain of large certificates, or a long `ssl_ca_file` sent when the server asks for client certificates",
+        "give the server a smaller certificate chain (fewer subjectAltNames, only the intermediates needed, no root); if it asks for client certificates, shorten its `ssl_ca_file`";
     Dns = "dns", Dns, false,
         "could not resolve the host name \"host\"",
         "the name does not exist, or this machine's DNS does not answer",
@@ -194,7 +200,7 @@ catalogue![
         "pg_hba.conf has no line that lets this user in from here",
         "check pg_hba.conf on the server: it must allow this user and database over `hostssl`";
     ChannelBindingNotOffered = "channel-binding-not-offered", Authentication, false,
-        "`channel_binding=require` failed at \"host:5432\": the server did not offer SCRAM-SHA-256-PLUS",
+        "`channel_binding=require` failed at \"host:5432\": the server did not use channel binding",
         "the server (or a pooler in front of it) authenticated without channel binding",
         "the server must offer SCRAM-SHA-256-PLUS over TLS (password_encryption = scram-sha-256 and a `hostssl ... scram-sha-256` line); a pooler or proxy in between can also prevent it";
     ChannelBindingNoHash = "channel-binding-no-hash", Authentication, false,
@@ -214,7 +220,7 @@ catalogue![
         "no password came from the connection string, `PGPASSWORD` or the password file",
         "put the password in the connection string (`postgresql://user:PASSWORD@host/db`, percent-encoded), in `PGPASSWORD`, or in `~/.pgpass`";
     TargetSessionAttrsUnmatched = "target-session-attrs-unmatched", Server, false,
-        "no server matched `target_session_attrs=read-write`: db1:5432 failed (network), db2:5432 is a standby",
+        "no server matched `target_session_attrs=...`: db1:5432 is ..., db2:5432 is ... / no server matched `target_session_attrs=...` (after 3 attempts in 1.5s): db1:5432 failed (network), db2:5432 is ... / the server \"host:5432\" is ..., and `target_session_attrs=...` asks for ...",
         "no host is the kind of server `target_session_attrs` asks for (a standby where a primary is wanted, or the reverse); retried within `connect_timeout` only when some host could not be reached (a failover may be in progress)",
         "check the host list and `target_session_attrs`; during a failover, retry once the new primary is promoted";
     ProtocolViolation = "protocol-violation", Server, false,
@@ -242,7 +248,7 @@ catalogue![
         "the server's own message says why",
         "see the server's message";
     NeonEndpointNotSpecified = "neon-endpoint-not-specified", Server, false,
-        "Neon could not tell which endpoint \"host:5432\" is for: no SNI reached its proxy",
+        "Neon could not tell which endpoint \"host:5432\" is for: no SNI was sent: the host is an IP address, `hostaddr` was given without a name, or `sslsni=0` / Neon could not tell which endpoint \"host:5432\" is for: no SNI reached its proxy",
         "Neon's proxy finds the endpoint from the TLS server name (SNI); an IP address host, `hostaddr` without `host`, or `sslsni=0` sends none",
         "connect with the endpoint's host name (ep-....neon.tech) so SNI is sent, or add `options=endpoint%3D<endpoint-id>` (the first label of the host name, without -pooler)";
     NeonEndpointDisabled = "neon-endpoint-disabled", Server, false,
@@ -282,7 +288,7 @@ catalogue![
         "Neon's proxy refuses connections without TLS (\"connection is insecure (try using `sslmode=require`)\")",
         "neon-connect always uses TLS over TCP; if you see this, something between you and Neon stripped TLS";
     NeonControlPlane = "neon-control-plane", Server, true,
-        "Neon's control plane did not answer for \"host:5432\": Control plane request failed",
+        "Neon's control plane did not answer for \"host:5432\": Control plane request failed / Neon's control plane did not answer for \"host:5432\": error communicating with the server: early eof",
         "Neon's proxy could not get the endpoint's details or wake it (a transient failure on Neon's side)",
         "retry in a few seconds (neon-connect retries within `connect_timeout`); if it persists, check Neon's status page";
     NeonEndpointOptionMismatch = "neon-endpoint-option-mismatch", ConnectionString, false,
@@ -302,15 +308,15 @@ catalogue![
         "a connection was checked out but the server (or the network path to it) did not answer within the check deadline",
         "check the server's load and the network path; the deadline is `recycle_timeout`";
     QueryConnectionLost = "query-connection-lost", Closed, true,
-        "the connection was lost during the query: ...",
+        "the connection was lost during the query: ... / terminating connection due to administrator command (SQLSTATE 57P01 admin_shutdown)",
         "the server closed the connection, or the network cut it, before the statement's result arrived (a restart, a failover, an administrator, an idle cut-off)",
         "run the statement again on a fresh connection (`pool.get()` gives one); a write outside a transaction may or may not have been applied";
     QuerySerializationFailure = "query-serialization-failure", Query, true,
-        "the transaction could not be serialized: ... (SQLSTATE 40001 serialization_failure)",
+        "could not serialize access due to concurrent update (SQLSTATE 40001 serialization_failure)",
         "a concurrent transaction changed what this one read (REPEATABLE READ or SERIALIZABLE)",
         "retry the whole transaction from its start";
     QueryDeadlock = "query-deadlock", Query, true,
-        "deadlock detected: ... (SQLSTATE 40P01 deadlock_detected)",
+        "deadlock detected (SQLSTATE 40P01 deadlock_detected); detail: Process 123 waits for ShareLock on transaction 456; blocked by process 789. ...",
         "two transactions waited for each other's locks; the server aborted this one",
         "retry the whole transaction; take locks in the same order everywhere to make it rarer";
     QueryStatementTimeout = "query-statement-timeout", Timeout, false,
@@ -326,19 +332,19 @@ catalogue![
         "a cancel request stopped the statement (an abandoned query, `pg_cancel_backend`, a client-side deadline)",
         "nothing is wrong with the statement: it was stopped on purpose; run it again if it is still wanted";
     QueryConstraintViolation = "query-constraint-violation", Query, false,
-        "duplicate key value violates unique constraint \"users_pkey\" (SQLSTATE 23505 unique_violation)",
+        "duplicate key value violates unique constraint \"users_pkey\" (SQLSTATE 23505 unique_violation) / null value in column \"email\" of relation \"users\" violates not-null constraint (SQLSTATE 23502 not_null_violation)",
         "the statement would break a constraint (unique, foreign key, not null, check, exclusion)",
         "change the data (the detail names the row), or handle the conflict (`ON CONFLICT ...`)";
     QuerySyntax = "query-syntax", Query, false,
-        "syntax error at or near \"FORM\" (SQLSTATE 42601 syntax_error) at character 10",
+        "syntax error at or near \"FORM\" (SQLSTATE 42601 syntax_error); at character 10 of the statement",
         "the SQL text does not parse",
         "fix the SQL near the position given (characters count from 1)";
     QueryUndefinedObject = "query-undefined-object", Query, false,
-        "relation \"userz\" does not exist (SQLSTATE 42P01 undefined_table)",
+        "relation \"userz\" does not exist (SQLSTATE 42P01 undefined_table) / column \"nope\" does not exist (SQLSTATE 42703 undefined_column)",
         "the statement names a table, column, function or type that does not exist (or is not on the `search_path`)",
         "check the name and the schema (`search_path`), and that migrations ran on this database";
     QueryPermissionDenied = "query-permission-denied", Query, false,
-        "permission denied for table users (SQLSTATE 42501 insufficient_privilege)",
+        "permission denied for table ... (SQLSTATE 42501 insufficient_privilege)",
         "the role lacks a privilege the statement needs",
         "grant the privilege to the role (`GRANT ... ON ... TO ...`), or connect as a role that has it";
     QueryReadOnly = "query-read-only", Query, true,
@@ -358,7 +364,7 @@ catalogue![
         "the server's own message says why",
         "see the server's message, detail and hint";
     QueryClientError = "query-client-error", Query, false,
-        "error deserializing column 0: ...",
+        "the query failed: error deserializing column 0: ...",
         "a value could not be converted between Rust and PostgreSQL types (a parameter, or a column read with the wrong type), or the result had an unexpected shape",
         "match the Rust type to the column's type (e.g. `i64` for `int8`, `Option<T>` for NULLs)";
 ];

@@ -300,25 +300,33 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
                 )
             }
             C::NotValidForName | C::NotValidForNameContext { .. } => {
+                let ip = cx.hostname;
+                // An IP address written as a DNS name does not match an IP host: that needs its
+                // own fix, hence its own help.
+                let mut help = None;
                 let presented = match c {
                     C::NotValidForNameContext { presented, .. } if !presented.is_empty() => {
                         let names: Vec<&str> = presented.iter().map(|p| presented_name(p)).collect();
-                        // An IP address written as a DNS name does not match an IP host.
-                        let ip_as_dns = cx.hostname.parse::<std::net::IpAddr>().is_ok()
-                            && presented.iter().any(|p| p.starts_with("DnsName") && presented_name(p) == cx.hostname);
+                        let ip_as_dns = ip.parse::<std::net::IpAddr>().is_ok()
+                            && presented.iter().any(|p| p.starts_with("DnsName") && presented_name(p) == ip);
                         if ip_as_dns {
-                            format!("; the certificate holds {} as a DNS name, and an IP address must be an IP address entry of its subjectAltName", cx.hostname)
+                            help = Some(format!("reissue the server certificate with {ip} as an IP address subjectAltName (IP:{ip}, not DNS:{ip}), or connect with a host name it holds"));
+                            format!("; it is valid for {ip} only as a DNS name, and an IP address host must be an IP address entry of its subjectAltName")
                         } else {
                             format!("; it is valid for {}", names.join(", "))
                         }
                     }
-                    C::NotValidForNameContext { .. } => "; the certificate has no subjectAltName (a name only in its Common Name is never used): reissue it with the host name as a subjectAltName".to_string(),
+                    C::NotValidForNameContext { .. } => "; it is valid for no name: the certificate has no subjectAltName (a name only in its Common Name is never used): reissue it with the host name as a subjectAltName".to_string(),
                     _ => String::new(),
                 };
-                cert(
+                let wrong = cert(
                     Diagnosis::CertificateWrongName,
-                    format!("the certificate of \"{host}\" is not valid for the name \"{}\"{presented}", cx.hostname),
-                )
+                    format!("the certificate of \"{host}\" is not valid for the name \"{ip}\"{presented}"),
+                );
+                match help {
+                    Some(help) => wrong.with_help(help),
+                    None => wrong,
+                }
             }
             C::Expired | C::ExpiredContext { .. } => {
                 let when = match c {
@@ -364,9 +372,11 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
                 Diagnosis::CertificateCaAsLeaf,
                 format!("the server \"{host}\" presented a CA certificate as its own certificate"),
             ),
+            // webpki's error is not reachable as a type without depending on rustls-webpki
+            // ourselves; its name is stable.
             C::Other(other) if format!("{other:?}").contains("MaximumPathDepthExceeded") => cert(
                 Diagnosis::CertificateChainTooDeep,
-                format!("the certificate chain of \"{host}\" is longer than the verifier allows (checked against {roots})"),
+                format!("the certificate chain of \"{host}\" is longer than rustls allows: more than 6 intermediate certificates between the server's certificate and a trusted root (checked against {roots})"),
             ),
             C::Other(other) if format!("{other:?}").contains("UnsupportedCertVersion") => cert(
                 Diagnosis::CertificateV1,
@@ -398,6 +408,14 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
         ) => diagnose(
             Diagnosis::TlsVersionUnsupported,
             format!("the server \"{host}\" offers only TLS versions below 1.2 (or none that this connection allows), and TLS 1.0 and 1.1 are never accepted"),
+        )
+        .with_step(Step::TlsHandshake),
+        // rustls refuses a handshake message over 64 KiB before parsing it, so which message it
+        // was is unknown; in practice the server's Certificate, or its CertificateRequest with
+        // a long list of CA names.
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge) => diagnose(
+            Diagnosis::CertificateTooLarge,
+            format!("the server \"{host}\" sent a TLS handshake message over 64 KiB, more than rustls reads: its certificate chain is too large (or its list of CAs for client certificates)"),
         )
         .with_step(Step::TlsHandshake),
         rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => diagnose(
@@ -586,7 +604,15 @@ mod tests {
                 presented: vec!["DnsName(\"10.0.0.5\")".into()],
             });
         let e = classify_rustls(&ip_as_dns, &attempt("10.0.0.5"));
-        assert!(e.message().contains("holds 10.0.0.5 as a DNS name"), "{e}");
+        assert!(
+            e.message()
+                .contains("it is valid for 10.0.0.5 only as a DNS name"),
+            "{e}"
+        );
+        assert!(
+            e.help().unwrap().contains("IP:10.0.0.5, not DNS:10.0.0.5"),
+            "{e}"
+        );
     }
 
     #[test]

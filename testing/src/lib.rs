@@ -327,6 +327,39 @@ impl TestCa {
         })
     }
 
+    /// Issues a certificate through a chain of `intermediates` fresh intermediate CAs below
+    /// this one (this CA signs the first, the last signs the leaf). Returns `(chain PEM, PKCS#8
+    /// private key PEM)`, the chain being the leaf followed by the intermediates from the
+    /// leaf's issuer upwards: what a server presents so that a client trusting this CA can
+    /// build the path. webpki (rustls) accepts at most 6 intermediates; OpenSSL 100.
+    ///
+    /// # Errors
+    ///
+    /// When a name is not a valid DNS name or a time is out of range.
+    pub fn issue_through(
+        &self,
+        intermediates: usize,
+        spec: &LeafSpec,
+    ) -> io::Result<(String, String)> {
+        let mut chain: Vec<TestCa> = Vec::with_capacity(intermediates);
+        for depth in 1..=intermediates {
+            let issuer = chain.last().unwrap_or(self);
+            let ca = issuer.intermediate(
+                &format!("neon-connect test intermediate CA {depth}"),
+                KeyAlgorithm::EcdsaP256,
+            )?;
+            chain.push(ca);
+        }
+        let (leaf, key) = chain.last().unwrap_or(self).issue(spec)?;
+        let mut pem = leaf.trim_end().to_owned();
+        for ca in chain.iter().rev() {
+            pem.push('\n');
+            pem.push_str(ca.cert_pem().trim_end());
+        }
+        pem.push('\n');
+        Ok((pem, key))
+    }
+
     /// The CA certificate in PEM form.
     pub fn cert_pem(&self) -> String {
         self.cert.pem()
@@ -436,11 +469,30 @@ pub enum CertKind {
     /// SCRAM-SHA-256-PLUS, is impossible with this server; tokio-postgres-rustls reports
     /// `ChannelBinding::none()` for it.
     Ed25519,
+    /// Signed by the shared CA, with the common name `127.0.0.1` and one subjectAltName, the
+    /// *DNS name* `127.0.0.1` (no IP address entry): an IP address written as a DNS name.
+    /// RFC 6125 clients (rustls) match an IP host only against IP address entries, so it is
+    /// valid for no host; libpq (OpenSSL) accepts it for `hostaddr`-less `host=127.0.0.1`.
+    IpAsDnsName,
+    /// Right names, issued through a chain of 7 intermediate CAs below the shared CA
+    /// ([`TestCa::issue_through`]), all of which the server presents after its certificate.
+    /// webpki (rustls) builds paths of at most 6 intermediates and refuses it; OpenSSL
+    /// (libpq) allows 100 and accepts it.
+    ChainTooDeep,
+    /// Right names and signed by the shared CA, plus [`OVERSIZED_SAN_COUNT`] more DNS names,
+    /// which make the server's TLS Certificate message about 80 KiB: over the 64 KiB that
+    /// rustls accepts for one handshake message, under the 100 KiB that OpenSSL (libpq)
+    /// accepts.
+    Oversized,
 }
+
+/// How many extra DNS names a [`CertKind::Oversized`] certificate holds
+/// (`san-0000.oversized.neon-connect.test` and so on, 38 bytes each in DER).
+pub const OVERSIZED_SAN_COUNT: usize = 2_100;
 
 impl CertKind {
     /// Every kind, for table-driven tests.
-    pub const ALL: [CertKind; 9] = [
+    pub const ALL: [CertKind; 12] = [
         CertKind::Valid,
         CertKind::WrongHost,
         CertKind::UntrustedCa,
@@ -450,11 +502,14 @@ impl CertKind {
         CertKind::CaAsLeaf,
         CertKind::CommonNameOnly,
         CertKind::Ed25519,
+        CertKind::IpAsDnsName,
+        CertKind::ChainTooDeep,
+        CertKind::Oversized,
     ];
 
     /// Generates a fresh certificate and key of this kind.
-    /// Returns `(certificate PEM, PKCS#8 private key PEM)`; for [`CertKind::Ed25519`] the
-    /// certificate PEM is the chain (leaf, then intermediate).
+    /// Returns `(certificate PEM, PKCS#8 private key PEM)`; for [`CertKind::Ed25519`] and
+    /// [`CertKind::ChainTooDeep`] the certificate PEM is the chain (leaf, then intermediates).
     ///
     /// # Errors
     ///
@@ -509,6 +564,20 @@ impl CertKind {
                 let (leaf, key) = intermediate.issue(&spec)?;
                 let chain = format!("{}\n{}", leaf.trim_end(), intermediate.cert_pem());
                 Ok((chain, key))
+            }
+            CertKind::IpAsDnsName => {
+                spec.common_name = "127.0.0.1".to_owned();
+                spec.dns_names = vec!["127.0.0.1".to_owned()];
+                spec.ip_addresses = Vec::new();
+                shared.issue(&spec)
+            }
+            CertKind::ChainTooDeep => shared.issue_through(7, &spec),
+            CertKind::Oversized => {
+                spec.dns_names.extend(
+                    (0..OVERSIZED_SAN_COUNT)
+                        .map(|i| format!("san-{i:04}.oversized.neon-connect.test")),
+                );
+                shared.issue(&spec)
             }
         }
     }
