@@ -88,7 +88,7 @@ catalogue![
         "pg_hba.conf asks for `clientcert`, and none was given",
         "set `sslcert` and `sslkey` to your client certificate and key";
     TlsClientCertificateRejected = "tls-client-certificate-rejected", TlsHandshake, false,
-        "the server \"host:5432\" rejected the client certificate: the server sent the alert ...",
+        "the server \"host:5432\" rejected the client certificate: the server sent the alert \"unknown CA\"",
         "the server asked for a client certificate and refused the one sent (unknown CA, revoked, expired, or not for this user)",
         "check the client certificate (`sslcert`): it must be issued by a CA in the server's `ssl_ca_file`, be valid now, not be revoked, and name the user (CN) when pg_hba.conf says `clientcert=verify-full`";
     TlsVersionUnsupported = "tls-version-unsupported", TlsHandshake, false,

@@ -397,7 +397,7 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
             | rustls::AlertDescription::AccessDenied),
         ) if cx.policy.is_some_and(|p| p.client_cert.is_some()) => diagnose(
             Diagnosis::TlsClientCertificateRejected,
-            format!("the server \"{host}\" rejected the client certificate: the server sent the alert {alert:?}"),
+            format!("the server \"{host}\" rejected the client certificate: the server sent the alert \"{}\"", alert_words(*alert)),
         )
         .with_step(Step::TlsHandshake),
         rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)
@@ -425,12 +425,42 @@ pub(crate) fn classify_rustls(tls: &rustls::Error, cx: &FailedAttempt<'_>) -> Er
         .with_step(Step::TlsHandshake),
         rustls::Error::AlertReceived(alert) => diagnose(
             Diagnosis::TlsHandshake,
-            format!("the TLS handshake with \"{host}\" failed: the server sent the alert {alert:?}"),
+            format!("the TLS handshake with \"{host}\" failed: the server sent the alert \"{}\"", alert_words(*alert)),
         )
         .with_step(Step::TlsHandshake),
         other => diagnose(Diagnosis::TlsHandshake, format!("the TLS handshake with \"{host}\" failed: {other}"))
             .with_step(Step::TlsHandshake),
     }
+}
+
+/// A TLS alert as words (`UnknownCA` as "unknown CA", `CertificateRevoked` as "certificate
+/// revoked"), close to what the server's log says, not a Rust name.
+fn alert_words(alert: rustls::AlertDescription) -> String {
+    let name = format!("{alert:?}");
+    let mut out = String::new();
+    let mut prev: Option<char> = None;
+    let chars: Vec<char> = name.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+        if c.is_uppercase()
+            && prev.is_some_and(|p| p.is_lowercase() || (p.is_uppercase() && next_lower))
+        {
+            out.push(' ');
+        }
+        out.push(c);
+        prev = Some(c);
+    }
+    // Words in lowercase; acronyms (CA) as they are.
+    out.split(' ')
+        .map(|w| {
+            if w.len() > 1 && w.chars().all(|c| c.is_uppercase()) {
+                w.to_string()
+            } else {
+                w.to_lowercase()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A name from rustls' `NotValidForNameContext::presented` (`DnsName("a.example")`,
@@ -554,6 +584,16 @@ pub(crate) fn timeout(host: &str, step: Option<Step>, after: std::time::Duration
 mod tests {
     use super::*;
     use crate::tls::Verification;
+
+    #[test]
+    fn alerts_read_as_words_not_rust_names() {
+        use rustls::AlertDescription as A;
+        assert_eq!(alert_words(A::BadCertificate), "bad certificate");
+        assert_eq!(alert_words(A::UnknownCA), "unknown CA");
+        assert_eq!(alert_words(A::CertificateRevoked), "certificate revoked");
+        assert_eq!(alert_words(A::AccessDenied), "access denied");
+        assert_eq!(alert_words(A::HandshakeFailure), "handshake failure");
+    }
 
     #[test]
     fn formats_unix_time() {
