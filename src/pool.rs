@@ -238,12 +238,11 @@ impl Drop for Goodbye {
     }
 }
 
-/// The task's side of [`Goodbye`]: ready once the connection was dropped.
+/// The task's side of [`Goodbye`]: ready once the connection was dropped. Polled only by the
+/// connection's own spawned task, whose waker always wakes that task: registered once.
 struct Closing {
     farewell: Arc<Farewell>,
-    /// The waker last registered: a task's waker rarely changes, so it is registered again
-    /// only when it did.
-    registered: Option<std::task::Waker>,
+    registered: bool,
 }
 
 impl Future for Closing {
@@ -252,13 +251,9 @@ impl Future for Closing {
         if self.farewell.now.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        if !self
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
+        if !self.registered {
             self.farewell.waker.register(cx.waker());
-            self.registered = Some(cx.waker().clone());
+            self.registered = true;
         }
         // Checked again: a goodbye between the first check and the registration woke nobody.
         if self.farewell.now.load(Ordering::Acquire) {
@@ -302,9 +297,9 @@ pub struct PooledConnection {
     cold: Box<Cold>,
     /// Whether its server still is what `target_session_attrs` asks for.
     role: Arc<RoleWatch>,
-    /// This connection's maximum lifetime: `max_lifetime` less up to 10%, so that connections
-    /// opened together are not all replaced at once.
-    lifetime: Duration,
+    /// When it is retired: opened + `max_lifetime` less up to 10%, so that connections opened
+    /// together are not all replaced at once (`None`: a lifetime too long to add).
+    retire_at: Option<Instant>,
 }
 
 impl fmt::Debug for PooledConnection {
@@ -354,7 +349,7 @@ impl Manager {
         let goodbye = Goodbye(farewell.clone());
         let closing = Closing {
             farewell,
-            registered: None,
+            registered: false,
         };
         let cancel = cancel_tls.map(|tls| (client.cancel_token(), tls));
         if let (Some(t), Some(p)) = (self.health.query_timeout, &probe) {
@@ -381,22 +376,30 @@ impl Manager {
             };
             tokio::pin!(watch);
             let mut expired = watched.is_none();
-            let result = loop {
-                tokio::select! {
-                    // In this order: no random start (the connection is what usually woke it).
-                    biased;
-                    r = &mut connection => break r,
-                    _ = &mut closing => break match tokio::time::timeout(GOODBYE_TIMEOUT, &mut connection).await {
-                        Ok(r) => r,
-                        Err(_) => Ok(()),
-                    },
-                    () = &mut watch, if !expired => {
-                        expired = true;
-                        tracing::debug!(target: "neon_connect", host = %host, "a request passed its query_timeout: cancelling it and retiring the connection");
-                        let (cancel, host) = (cancel_on_expiry.clone(), host.clone());
-                        tokio::spawn(async move { send_cancel(cancel, &host).await });
-                    }
+            // The connection first (it is what usually woke the task), then the goodbye, then
+            // the query deadline: a hand-written select, polled on every message.
+            let ended = std::future::poll_fn(|cx| loop {
+                if let Poll::Ready(r) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
                 }
+                if closing.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                if !expired && watch.as_mut().poll(cx).is_ready() {
+                    expired = true;
+                    tracing::debug!(target: "neon_connect", host = %host, "a request passed its query_timeout: cancelling it and retiring the connection");
+                    let (cancel, host) = (cancel_on_expiry.clone(), host.clone());
+                    tokio::spawn(async move { send_cancel(cancel, &host).await });
+                    continue; // the stream now answers what is due itself
+                }
+                return Poll::Pending;
+            })
+            .await;
+            let result = match ended {
+                Some(r) => r,
+                None => tokio::time::timeout(GOODBYE_TIMEOUT, &mut connection)
+                    .await
+                    .unwrap_or(Ok(())),
             };
             if let Err(e) = result {
                 tracing::debug!(target: "neon_connect", host = %host, "connection ended: {e}");
@@ -423,10 +426,10 @@ impl Manager {
                 _live: live,
             }),
             role,
-            lifetime: crate::service::jittered_lifetime(
+            retire_at: Instant::now().checked_add(crate::service::jittered_lifetime(
                 self.health.max_lifetime,
                 crate::connect::random_u64(),
-            ),
+            )),
         })
     }
 }
@@ -453,10 +456,8 @@ impl managed::Manager for Manager {
         metrics: &Metrics,
     ) -> RecycleResult<Error> {
         let health = &self.health;
-        // One clock read for both ages.
         let now = Instant::now();
         let unused = now.saturating_duration_since(metrics.recycled.unwrap_or(metrics.created));
-        let age = now.saturating_duration_since(metrics.created);
         let verdict = conn.probe.as_ref().map(|p| p.session.verdict());
         // (the metrics label, the log's reason)
         let (label, reason) = if conn.is_closed() {
@@ -482,7 +483,7 @@ impl managed::Manager for Manager {
                 "server_role",
                 "its server is no longer what target_session_attrs asks for",
             )
-        } else if age >= conn.lifetime {
+        } else if conn.retire_at.is_some_and(|at| now >= at) {
             (
                 "max_lifetime",
                 "the connection reached its maximum lifetime",
@@ -507,7 +508,7 @@ impl managed::Manager for Manager {
             return Ok(());
         };
         crate::service::retired(label);
-        tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = age.as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
+        tracing::debug!(target: "neon_connect", host = %conn.info.host, age_ms = now.saturating_duration_since(metrics.created).as_millis() as u64, unused_ms = unused.as_millis() as u64, "replacing a pooled connection: {reason}");
         trace(|t| t.replaced += 1);
         Err(RecycleError::message(reason))
     }
@@ -560,7 +561,7 @@ impl Manager {
 async fn fill(inner: &managed::Pool<Manager>, min: usize, full: &ServerFull) -> bool {
     let health = inner.manager().health;
     let retired = inner.retain(|conn, m| {
-        if m.age() >= conn.lifetime {
+        if conn.retire_at.is_some_and(|at| Instant::now() >= at) {
             crate::service::retired("max_lifetime");
         } else if m.last_used() >= health.idle_timeout {
             crate::service::retired("idle_timeout");
