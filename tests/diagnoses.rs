@@ -292,3 +292,61 @@ fn readme_examples_are_matched_with_placeholders_as_wildcards() {
         "connection refused by \"host:5432\""
     );
 }
+
+/// A TCP connect that never completes (a listener whose accept queue is full drops the SYN, as
+/// a firewall that drops packets does): the error names the TCP connect step and the time it
+/// really waited, `connect_timeout`, not 0.0s.
+#[tokio::test]
+async fn a_tcp_connect_that_never_completes_times_out_with_the_time_it_waited() {
+    let server = support::shared_server();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    // Backlog 0: the accept queue holds one connection; nothing is ever accepted.
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    let full = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break true,
+        }
+        if fillers.len() > 16 {
+            break false;
+        }
+    };
+    assert!(
+        full,
+        "the accept queue never filled: the kernel answers every SYN"
+    );
+    let cs = ConnectionString::parse(&format!(
+        "postgresql://neon:npg_DiagSecret1@127.0.0.1:{}/neondb?sslrootcert={}",
+        addr.port(),
+        server.ca_file().display()
+    ))
+    .unwrap();
+    let began = Instant::now();
+    let err = Options::from_connection_string(cs)
+        .connect_timeout(Duration::from_secs(2))
+        .connect_attempts(1)
+        .connect()
+        .await
+        .expect_err("must time out");
+    let took = began.elapsed();
+    support::assert_diagnosis(&err, Diagnosis::TimeoutTcp);
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "timed out after 2.0s during the TCP connect with \"127.0.0.1:{}\"",
+            addr.port()
+        )),
+        "{text}"
+    );
+    assert!(
+        took >= Duration::from_millis(1900),
+        "gave up after {took:?}: {text}"
+    );
+    assert!(!text.contains("npg_DiagSecret1"), "{text}");
+    drop(fillers);
+}
