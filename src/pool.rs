@@ -872,27 +872,34 @@ impl Pool {
         // first poll recorded; when no connection is free after all, the deadline path below
         // waits for one.
         if self.full.limit().is_none() && self.inner.status().available > 0 {
-            let mut fast = std::pin::pin!(self.inner.timeout_get(&NO_WAIT));
             let mut spent = GetTrace::default();
-            let first =
-                std::future::poll_fn(|cx| Poll::Ready(traced_poll(&mut spent, fast.as_mut(), cx)))
-                    .await;
-            let result = match first {
-                Poll::Ready(result) => result,
-                Poll::Pending => {
-                    let began = *started.insert(Instant::now());
-                    let left = deadline.saturating_sub(began.elapsed());
-                    // Boxed, as the waiting path below.
-                    let rest = Box::pin(async {
-                        let traced =
-                            std::future::poll_fn(|cx| traced_poll(&mut spent, fast.as_mut(), cx));
-                        tokio::time::timeout(left, traced).await
-                    });
-                    match rest.await {
-                        Ok(result) => result,
-                        Err(_) => return Err(self.deadline_error(began.elapsed(), &spent)),
+            // In a block: deadpool's future is dropped (no longer counted as waiting) before a
+            // deadline error reads the pool's status.
+            let outcome = {
+                let mut fast = std::pin::pin!(self.inner.timeout_get(&NO_WAIT));
+                let first = std::future::poll_fn(|cx| {
+                    Poll::Ready(traced_poll(&mut spent, fast.as_mut(), cx))
+                })
+                .await;
+                match first {
+                    Poll::Ready(result) => Ok(result),
+                    Poll::Pending => {
+                        let began = *started.insert(Instant::now());
+                        let left = deadline.saturating_sub(began.elapsed());
+                        // Boxed, as the waiting path below.
+                        let rest = Box::pin(async {
+                            let traced = std::future::poll_fn(|cx| {
+                                traced_poll(&mut spent, fast.as_mut(), cx)
+                            });
+                            tokio::time::timeout(left, traced).await
+                        });
+                        rest.await.map_err(|_| began)
                     }
                 }
+            };
+            let result = match outcome {
+                Ok(result) => result,
+                Err(began) => return Err(self.deadline_error(began.elapsed(), &spent)),
             };
             match result {
                 Ok(object) => {
@@ -925,11 +932,16 @@ impl Pool {
             create: None,
             recycle: None,
         };
-        let mut checkout = std::pin::pin!(self.checkout(&none));
         let mut spent = GetTrace::default();
         let left = self.wait_timeout.saturating_sub(started.elapsed());
-        let traced = std::future::poll_fn(|cx| traced_poll(&mut spent, checkout.as_mut(), cx));
-        match tokio::time::timeout(left, traced).await {
+        // In a block: the checkout is dropped (no longer counted as waiting) before a deadline
+        // error reads the pool's status.
+        let result = {
+            let mut checkout = std::pin::pin!(self.checkout(&none));
+            let traced = std::future::poll_fn(|cx| traced_poll(&mut spent, checkout.as_mut(), cx));
+            tokio::time::timeout(left, traced).await
+        };
+        match result {
             Ok(Ok(object)) => Ok(Client {
                 object,
                 watch: None,
