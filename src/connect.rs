@@ -141,7 +141,9 @@ pub(crate) struct Connector {
 
 impl Connector {
     /// Resolves the policy and builds (or reuses) its rustls configuration. Reads certificate
-    /// files on first use: call it off the async path.
+    /// files on first use: call it off the async path. The system root store is not waited
+    /// for: it starts loading in the background here, and the first handshake waits for it
+    /// ([`Connector::roots_ready`]), so loading it overlaps with DNS, TCP and the TLS request.
     pub(crate) fn new(
         cs: ConnectionString,
         custom_roots: Option<&Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
@@ -152,6 +154,7 @@ impl Connector {
             ));
         }
         let policy = TlsPolicy::resolve(&cs, custom_roots)?;
+        policy.start_loading_roots();
         let tls_config = policy.client_config()?;
         let timeout = cs.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let fallback = if policy.auto_direct {
@@ -187,12 +190,26 @@ impl Connector {
         self.connect_unless_full(false).await
     }
 
+    /// Waits for the roots that load in the background ([`Connector::new`]); their error if
+    /// they could not be loaded. The policies of `fallback` and `learned` use the same roots.
+    pub(crate) async fn roots_ready(&self) -> Result<(), Error> {
+        self.policy.roots_ready().await
+    }
+
     /// [`Connector::connect`]; with `full_fails_fast`, a server with no connection slot left
     /// is not asked again (a pool that holds connections waits for a returned one instead).
     pub(crate) async fn connect_unless_full(
         &self,
         full_fails_fast: bool,
     ) -> Result<Connected, Error> {
+        let connected = self.connect_with_retries(full_fails_fast).await;
+        // Roots that could not be loaded are the error, whatever else failed meanwhile: the
+        // same error as when they were loaded before connecting.
+        self.roots_ready().await?;
+        connected
+    }
+
+    async fn connect_with_retries(&self, full_fails_fast: bool) -> Result<Connected, Error> {
         let started = Instant::now();
         let budget = self.timeout;
         let max_attempts = self.max_attempts.max(1);
@@ -564,6 +581,10 @@ impl Connector {
             probe: probe.clone(),
         };
         let result = tokio::time::timeout(a.remaining, config.connect(make_tls)).await;
+        if !matches!(result, Ok(Ok(_))) {
+            // Roots that could not be loaded fail every host and attempt alike: no retry.
+            route.policy.roots_ready().await?;
+        }
         let failed = FailedAttempt {
             host: &label,
             hostname: a.name,

@@ -346,8 +346,9 @@ impl Options {
     }
 
     /// Builds the connector (policy, root store, rustls configuration) off the async runtime's
-    /// worker threads: it may read certificate files the first time. Reused while these
-    /// options are unchanged, so repeated `connect_one` calls do no per-connection setup.
+    /// worker threads: it may read certificate files the first time (the system root store
+    /// loads in the background: see `Connector::new`). Reused while these options are
+    /// unchanged, so repeated `connect_one` calls do no per-connection setup.
     pub(crate) async fn connector(&self) -> Result<Arc<Connector>, Error> {
         self.validate()?;
         let same_roots = |r: &Option<Arc<Vec<CertificateDer<'static>>>>| match (r, &self.roots) {
@@ -472,6 +473,7 @@ impl Options {
     pub fn connect_lazy(self) -> Result<Pool, Error> {
         self.validate()?;
         let mut connector = Connector::new(self.cs.clone(), self.roots.as_ref())?;
+        connector.policy.load_roots()?;
         connector.max_attempts = self.connect_attempts;
         let pool = self.build_pool(Arc::new(connector))?;
         pool.keep_warm();
@@ -494,6 +496,8 @@ impl Options {
         &self,
     ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Error> {
         let connector = self.connector().await?;
+        // Other stacks do not wait for roots loading in the background: they are loaded now.
+        connector.roots_ready().await?;
         Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
             (*connector.tls_config).clone(),
         ))
@@ -512,6 +516,7 @@ impl Options {
     /// [`ErrorKind::RootCertificates`] as for [`Options::rustls_connector`].
     pub async fn tokio_postgres_config(&self) -> Result<tokio_postgres::Config, Error> {
         let connector = self.connector().await?;
+        connector.roots_ready().await?;
         Ok(crate::connect::driver_config_with_hosts(
             &self.cs,
             connector.timeout,

@@ -14,6 +14,12 @@ async fn empty_system_store_is_an_error_with_the_fix() {
     std::env::set_var("SSL_CERT_FILE", &empty);
     std::env::set_var("SSL_CERT_DIR", dir.path().join("no-such-dir"));
 
+    // The system store loads in the background while the first connection is opened; when
+    // it cannot be loaded, that is the error even if the host refuses the connection.
+    let refused = "postgresql://app@127.0.0.1:1/app?sslmode=verify-full&sslrootcert=system";
+    let err = neon_connect::neon_connect(refused).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RootCertificates, "{err:#}");
+
     let server = PgServer::shared();
     let err = neon_connect::neon_connect(&server.url()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RootCertificates, "{err:#}");

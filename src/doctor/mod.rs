@@ -126,7 +126,12 @@ impl Doctor<'_> {
         let cs = options.connection_string();
         step.row("connection_string", "as read", cs.redacted());
         describe_settings(&mut step, cs);
+        // The roots are part of this step (the settings), not of a later one.
         let connector = match options.connector().await {
+            Ok(c) => c.roots_ready().await.map(|()| c),
+            Err(e) => Err(e),
+        };
+        let connector = match connector {
             Ok(c) => c,
             Err(e) => {
                 step.fail(e);

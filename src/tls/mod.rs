@@ -5,7 +5,8 @@
 //! by every connection; nothing here reads a file on the connect path.
 //!
 //! `mod.rs` holds the policy and the rustls configuration it builds; `roots.rs` the trusted
-//! roots, `identity.rs` the client certificate and key, `verify.rs` the two weaker verifiers,
+//! roots, `identity.rs` the client certificate and key, `verify.rs` the weaker verifiers and
+//! the one that waits for the system roots loaded in the background,
 //! `stream.rs` the connector tokio-postgres drives and what it records.
 
 mod crl;
@@ -41,7 +42,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use verify::{ChainOnly, NoVerification};
+use verify::{ChainOnly, NoVerification, SystemRoots};
 
 /// How the server's certificate is checked.
 #[non_exhaustive]
@@ -342,7 +343,12 @@ impl TlsPolicy {
         }
     }
 
-    /// The shared rustls configuration for this policy, built on first use.
+    /// The shared rustls configuration for this policy, built on first use. It does not wait
+    /// for the system root store, which [`TlsPolicy::start_loading_roots`] loads on a thread
+    /// of its own meanwhile: its verifier builds itself at the first certificate check. The
+    /// connect path waits for the store ([`TlsPolicy::roots_ready`]) before its first
+    /// handshake, so that check never blocks a runtime thread; other users call
+    /// [`TlsPolicy::load_roots`] or [`TlsPolicy::roots_ready`] first, for the roots' error.
     pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
         static CONFIGS: OnceLock<Mutex<HashMap<TlsPolicy, Arc<ClientConfig>>>> = OnceLock::new();
         let configs = CONFIGS.get_or_init(Default::default);
@@ -351,6 +357,40 @@ impl TlsPolicy {
         }
         let config = Arc::new(self.build_client_config()?);
         Ok(lock(configs).entry(self.clone()).or_insert(config).clone())
+    }
+
+    /// The certificate check uses the system root store (and no revocation lists, which are
+    /// files read up front): loading it (~150 roots, several milliseconds) can overlap with
+    /// DNS, TCP and the TLS request.
+    pub(crate) fn defers_roots(&self) -> bool {
+        self.roots == Roots::System
+            && self.verification != Verification::Unverified
+            && self.crls.is_none()
+    }
+
+    /// Starts loading the system root store in the background when this policy needs it
+    /// (once per process).
+    pub(crate) fn start_loading_roots(&self) {
+        if self.defers_roots() {
+            roots::load_system_roots_in_background();
+        }
+    }
+
+    /// Loads (or waits for) the roots this policy loads in the background; their error if
+    /// they could not be loaded.
+    pub(crate) fn load_roots(&self) -> Result<(), Error> {
+        if self.defers_roots() {
+            roots::system_roots()?;
+        }
+        Ok(())
+    }
+
+    /// [`TlsPolicy::load_roots`], waited for off the runtime's worker threads.
+    pub(crate) async fn roots_ready(&self) -> Result<(), Error> {
+        if self.defers_roots() {
+            roots::system_roots_async().await?;
+        }
+        Ok(())
     }
 
     fn build_client_config(&self) -> Result<ClientConfig, Error> {
@@ -375,41 +415,16 @@ impl TlsPolicy {
 
         let verifier: Arc<dyn ServerCertVerifier> = match self.verification {
             Verification::Unverified => Arc::new(NoVerification(provider.clone())),
+            Verification::Full | Verification::Chain if self.defers_roots() => {
+                Arc::new(SystemRoots::new(provider.clone(), self.verification))
+            }
             Verification::Full | Verification::Chain => {
                 let store = root_store(&self.roots)?;
                 let crls = match &self.crls {
                     Some(sources) => load_crls(sources)?,
                     None => Vec::new(),
                 };
-                // As libpq's X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL: the whole
-                // chain (rustls' default depth), unknown status refused (its default), and
-                // an expired list refused as OpenSSL refuses it.
-                let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
-                    .with_crls(crls.iter().map(|c| c.der.clone()))
-                    .enforce_revocation_expiration()
-                    .build()
-                    .map_err(|e| {
-                        Error::new(
-                            ErrorKind::RootCertificates,
-                            "could not build the certificate verifier",
-                        )
-                        .with_step(Step::Config)
-                        .with_source(e)
-                    })?;
-                let verifier: Arc<dyn ServerCertVerifier> =
-                    if self.verification == Verification::Full {
-                        webpki
-                    } else {
-                        Arc::new(ChainOnly(webpki))
-                    };
-                if crls.is_empty() {
-                    verifier
-                } else {
-                    Arc::new(NamedRevocation {
-                        inner: verifier,
-                        crls: Arc::new(crls),
-                    })
-                }
+                chain_verifier(store, &provider, crls, self.verification)?
             }
         };
         let builder = builder
@@ -455,6 +470,44 @@ impl TlsPolicy {
         }
         Ok(config)
     }
+}
+
+/// The verifier of `verify-full` (or `verify-ca`: `Verification::Chain`) against `store`,
+/// checking `crls` over the whole chain.
+fn chain_verifier(
+    store: Arc<rustls::RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+    crls: Vec<crl::LoadedCrl>,
+    verification: Verification,
+) -> Result<Arc<dyn ServerCertVerifier>, Error> {
+    // As libpq's X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL: the whole chain (rustls'
+    // default depth), unknown status refused (its default), and an expired list refused as
+    // OpenSSL refuses it.
+    let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+        .with_crls(crls.iter().map(|c| c.der.clone()))
+        .enforce_revocation_expiration()
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::RootCertificates,
+                "could not build the certificate verifier",
+            )
+            .with_step(Step::Config)
+            .with_source(e)
+        })?;
+    let verifier: Arc<dyn ServerCertVerifier> = if verification == Verification::Full {
+        webpki
+    } else {
+        Arc::new(ChainOnly(webpki))
+    };
+    Ok(if crls.is_empty() {
+        verifier
+    } else {
+        Arc::new(NamedRevocation {
+            inner: verifier,
+            crls: Arc::new(crls),
+        })
+    })
 }
 
 fn key_path_display(pair: &Option<(PathBuf, PathBuf)>) -> String {

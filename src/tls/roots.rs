@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 /// Where the trusted root certificates come from.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -154,8 +154,47 @@ fn load_root_file(path: &Path) -> Result<RootCertStore, Error> {
     Ok(store)
 }
 
-fn system_roots() -> Result<Arc<RootCertStore>, Error> {
-    static SYSTEM: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+/// The system root store (or why there is none), loaded once per process.
+static SYSTEM: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+
+/// Starts loading the system root store on a thread of its own, once per process, so that it
+/// overlaps with the first connection's DNS, TCP and TLS request. If the thread cannot be
+/// started, the first caller of [`system_roots`] loads the store itself.
+pub(super) fn load_system_roots_in_background() {
+    static STARTED: Once = Once::new();
+    if SYSTEM.get().is_some() {
+        return;
+    }
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("neon-connect-roots".into())
+            .spawn(|| {
+                let _ = system_roots();
+            });
+    });
+}
+
+/// [`system_roots`], waited for off the async runtime's worker threads while another thread
+/// loads it.
+pub(super) async fn system_roots_async() -> Result<Arc<RootCertStore>, Error> {
+    if SYSTEM.get().is_some() {
+        return system_roots();
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.spawn_blocking(system_roots).await.map_err(|e| {
+            Error::new(
+                ErrorKind::RootCertificates,
+                "loading the system root store failed",
+            )
+            .with_step(Step::Config)
+            .with_source(e)
+        })?,
+        Err(_) => system_roots(),
+    }
+}
+
+/// The system root store; waits while another thread loads it.
+pub(super) fn system_roots() -> Result<Arc<RootCertStore>, Error> {
     let loaded = SYSTEM.get_or_init(|| {
         let result = rustls_native_certs::load_native_certs();
         let mut store = RootCertStore::empty();

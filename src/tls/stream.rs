@@ -410,6 +410,9 @@ where
     fn connect(self, mut stream: S) -> Self::Future {
         Box::pin(async move {
             self.probe.set_step(Step::TlsHandshake);
+            // The system roots, loading in the background since the connector was built, are
+            // needed from here on (the certificate check); the connect path reports their error.
+            self.policy.roots_ready().await.map_err(io::Error::other)?;
             let server_name = ServerName::try_from(self.hostname)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             if !self.policy.direct && has_pending_bytes(&mut stream) {

@@ -1,0 +1,226 @@
+//! Memory per idle pooled connection, each figure from a fresh process: the benchmark runs
+//! itself (`--memory-child`) with a pool of N connections, all checked out once (so all are
+//! open) and returned idle, and reads its own VmRSS and live heap. libpq: the `pgbench`
+//! process holding N idle connections.
+
+use crate::libpq::conninfo_password;
+use crate::measure::rss_kib;
+use crate::table::Table;
+use crate::target::{raw_deadpool, Target};
+use neon_connect::Options;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Pool sizes measured.
+const SIZES: [usize; 4] = [1, 4, 16, 64];
+/// Fresh processes per client and size (the median is used).
+const REPEATS: usize = 3;
+
+/// The system allocator, counting live heap bytes once [`count_heap`] is called (only the
+/// memory child does; elsewhere the cost is one relaxed load per allocation).
+pub(crate) struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+fn count(delta: isize) {
+    if COUNTING.load(Relaxed) {
+        LIVE.fetch_add(delta, Relaxed);
+    }
+}
+
+// SAFETY: every call is passed to `System` unchanged; only the counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+const CLIENTS: [(&str, &str); 3] = [
+    ("ours", "neon-connect Pool"),
+    ("raw", "raw deadpool-postgres + tokio-postgres-rustls"),
+    ("sqlx", "sqlx 0.8 PgPool"),
+];
+
+pub(crate) fn memory_rows(table: &mut Table, t: &Target, pgbench: &Path) {
+    let exe = std::env::current_exe().expect("exe");
+    // (rss KiB, heap KiB) per client and size, medians of REPEATS fresh processes.
+    let mut rows: Vec<Vec<(f64, f64)>> = Vec::new();
+    for (kind, _) in CLIENTS {
+        let mut per_size = Vec::new();
+        for n in SIZES {
+            let mut rss = Vec::new();
+            let mut heap = Vec::new();
+            for _ in 0..REPEATS {
+                let out = Command::new(&exe)
+                    .arg("--memory-child")
+                    .arg(kind)
+                    .arg(n.to_string())
+                    .args(t.to_args())
+                    .output()
+                    .expect("memory child");
+                let text = String::from_utf8_lossy(&out.stdout);
+                let mut f = text.split_whitespace().map(|v| v.parse::<f64>());
+                match (f.next(), f.next()) {
+                    (Some(Ok(r)), Some(Ok(h))) => {
+                        rss.push(r);
+                        heap.push(h);
+                    }
+                    _ => eprintln!(
+                        "memory child {kind} {n} failed: {text}{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                }
+            }
+            per_size.push((
+                crate::measure::median(&mut rss),
+                crate::measure::median(&mut heap),
+            ));
+        }
+        rows.push(per_size);
+    }
+    let libpq: Vec<f64> = SIZES
+        .iter()
+        .map(|&n| pgbench_rss(t, pgbench, n).unwrap_or(f64::NAN))
+        .collect();
+
+    table.out.push_str(
+        "### memory per idle connection (fresh process per figure; RSS at pool sizes 1, 4, 16, 64)\n\n\
+         | client | RSS 1 | RSS 4 | RSS 16 | RSS 64 | RSS per connection (fit) | live heap per connection (fit) |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for ((_, name), per_size) in CLIENTS.iter().zip(&rows) {
+        let rss: Vec<f64> = per_size.iter().map(|p| p.0).collect();
+        let heap: Vec<f64> = per_size.iter().map(|p| p.1).collect();
+        table.out.push_str(&format!(
+            "| {name} | {} | {:.1} KiB | {:.1} KiB |\n",
+            kib_cells(&rss),
+            slope(&rss),
+            slope(&heap)
+        ));
+    }
+    table.out.push_str(&format!(
+        "| libpq (pgbench process, -c N) | {} | {:.1} KiB | |\n\n",
+        kib_cells(&libpq),
+        slope(&libpq)
+    ));
+}
+
+fn kib_cells(v: &[f64]) -> String {
+    v.iter()
+        .map(|k| format!("{:.1} MiB", k / 1024.0))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Least-squares slope of `v` against [`SIZES`]: KiB per connection.
+fn slope(v: &[f64]) -> f64 {
+    let xs: Vec<f64> = SIZES.iter().map(|&n| n as f64).collect();
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, v.iter().sum::<f64>() / n);
+    let num: f64 = xs.iter().zip(v).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    num / den
+}
+
+/// VmRSS of a `pgbench` process holding `clients` idle connections (a script that sleeps).
+fn pgbench_rss(t: &Target, pgbench: &Path, clients: usize) -> Option<f64> {
+    let sleep = std::env::temp_dir().join("neon-connect-bench-sleep.sql");
+    std::fs::write(&sleep, "SELECT 1;\n\\sleep 4 s\n").ok()?;
+    let mut child = Command::new(pgbench)
+        .args(["-n", "-f"])
+        .arg(&sleep)
+        .args(["-c", &clients.to_string(), "-j", "1", "-t", "1"])
+        .arg(t.libpq(""))
+        .env("PGPASSWORD", conninfo_password())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(2500));
+    let rss = rss_kib(&child.id().to_string());
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&sleep);
+    rss
+}
+
+/// `--memory-child ours|raw|sqlx N <target>`: prints "VmRSS-KiB live-heap-KiB" with a pool of
+/// `N` idle connections open.
+pub(crate) fn memory_child(args: &[String]) {
+    COUNTING.store(true, Relaxed);
+    let (kind, n) = match args {
+        [kind, n, ..] => (kind.as_str(), n.parse::<usize>().expect("N")),
+        _ => panic!("usage: --memory-child ours|raw|sqlx N <target>"),
+    };
+    let t = Target::from_args(&args[2..]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let settle = || tokio::time::sleep(Duration::from_millis(200));
+        let measure = || {
+            let rss = rss_kib("self").unwrap_or(f64::NAN);
+            let heap = LIVE.load(Relaxed) as f64 / 1024.0;
+            println!("{rss} {heap}");
+        };
+        match kind {
+            "ours" => {
+                let pool = Options::new(&t.url)
+                    .expect("options")
+                    .pool_size(n)
+                    .connect()
+                    .await
+                    .expect("pool");
+                let mut held = Vec::new();
+                for _ in 0..n {
+                    held.push(pool.get().await.expect("get"));
+                }
+                for c in &held {
+                    c.query_one("SELECT 1", &[]).await.expect("query");
+                }
+                drop(held);
+                settle().await;
+                measure();
+            }
+            "raw" => {
+                let pool = raw_deadpool(&t, n);
+                let mut held = Vec::new();
+                for _ in 0..n {
+                    held.push(pool.get().await.expect("get"));
+                }
+                for c in &held {
+                    c.query_one("SELECT 1", &[]).await.expect("query");
+                }
+                drop(held);
+                settle().await;
+                measure();
+            }
+            "sqlx" => {
+                let opts = crate::sqlx_peer::options(&t);
+                let pool = crate::sqlx_peer::pool(&opts, n as u32).await;
+                crate::sqlx_peer::warm(&pool, n).await;
+                settle().await;
+                measure();
+            }
+            other => panic!("unknown client {other}: ours, raw or sqlx"),
+        }
+    });
+}
