@@ -166,6 +166,27 @@ pub(crate) fn raw_deadpool(t: &Target, size: usize) -> deadpool_postgres::Pool {
         .expect("raw pool")
 }
 
+/// [`raw_deadpool`] with the deadlines a service sets (neon-connect's defaults: wait 15 s,
+/// create 15 s, recycle 2 s), so that a `get` cannot hang.
+pub(crate) fn raw_deadpool_with_deadlines(t: &Target, size: usize) -> deadpool_postgres::Pool {
+    let tls = MakeRustlsConnect::new((*client_config(&t.ca, default_provider())).clone());
+    let manager = deadpool_postgres::Manager::from_config(
+        t.tokio_postgres(),
+        tls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(15)))
+        .create_timeout(Some(std::time::Duration::from_secs(15)))
+        .recycle_timeout(Some(std::time::Duration::from_secs(2)))
+        .build()
+        .expect("raw pool")
+}
+
 /// Opens every connection of both pools before measuring.
 pub(crate) async fn warm(pool: &neon_connect::Pool, raw: &deadpool_postgres::Pool) {
     let mut held = Vec::new();
