@@ -136,10 +136,8 @@ impl fmt::Debug for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        crate::service::returned(|| {
-            managed::Object::pool(&self.object).map_or(0, |p| p.status().available + 1)
-        });
         let conn: &PooledConnection = &self.object;
+        conn.meters.returned();
         let Some(probe) = &conn.probe else { return };
         if !probe.session.returned() {
             return;
@@ -187,18 +185,22 @@ pub struct Manager {
     epoch: Instant,
     /// Connections alive (created and not yet dropped).
     live: Arc<AtomicUsize>,
+    /// The per-checkout metric handles (feature `metrics`).
+    meters: crate::service::Meters,
     /// Run on every new connection before it is handed out (`Options::after_connect`).
     after_connect: Option<AfterConnect>,
 }
 
 impl Manager {
     pub(crate) fn new(connector: Arc<Connector>, health: Health) -> Manager {
+        let live = Arc::default();
         Manager {
+            meters: crate::service::Meters::register(&live),
             connector,
             health,
             suspect_before: AtomicU64::new(0),
             epoch: Instant::now(),
-            live: Arc::default(),
+            live,
             after_connect: None,
         }
     }
@@ -300,6 +302,8 @@ pub struct PooledConnection {
     /// When it is retired: opened + `max_lifetime` less up to 10%, so that connections opened
     /// together are not all replaced at once (`None`: a lifetime too long to add).
     retire_at: Option<Instant>,
+    /// Where its returns are counted (feature `metrics`).
+    meters: crate::service::Meters,
 }
 
 impl fmt::Debug for PooledConnection {
@@ -426,6 +430,7 @@ impl Manager {
                 _live: live,
             }),
             role,
+            meters: self.meters.clone(),
             retire_at: Instant::now().checked_add(crate::service::jittered_lifetime(
                 self.health.max_lifetime,
                 crate::connect::random_u64(),
@@ -605,7 +610,7 @@ async fn fill(inner: &managed::Pool<Manager>, min: usize, full: &ServerFull) -> 
         }
     };
     drop(held);
-    crate::service::idle(inner.status().available);
+    inner.manager().meters.resample();
     filled
 }
 
@@ -842,14 +847,10 @@ impl Pool {
         );
         tracing::Instrument::instrument(
             async move {
-                let checkout = crate::service::Checkout::start();
+                let meters = &self.inner.manager().meters;
+                let checkout = meters.checkout();
                 let mut result = self.get_untracked().await;
-                checkout.end(
-                    result
-                        .as_ref()
-                        .ok()
-                        .map(|_| || self.inner.status().available),
-                );
+                checkout.end(meters, result.is_ok());
                 if let (Ok(client), Some(after)) = (&mut result, self.service.leak_detection) {
                     client.watch =
                         crate::service::LeakWatch::start(after, caller, &client.info.host);

@@ -4,6 +4,8 @@
 
 use crate::error::Error;
 use std::panic::Location;
+#[cfg(feature = "metrics")]
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The metric names (feature `metrics`), for dashboards and tests.
@@ -69,54 +71,110 @@ pub(crate) fn retired(_reason: &'static str) {
     metrics::counter!(names::RETIRED, "reason" => _reason).increment(1);
 }
 
-/// One `Pool::get`: counts it as waiting until it ends, then records how long it took.
-pub(crate) struct Checkout {
+/// The pool's per-checkout metric handles (feature `metrics`), registered once when the pool is
+/// built, with the recorder installed then: each update is an atomic operation on a handle,
+/// not a lookup by name, and the in-use and idle gauges come from counters of the pool's own
+/// (no lock on the pool). Empty (and free) without the feature.
+#[derive(Clone, Default)]
+pub(crate) struct Meters {
     #[cfg(feature = "metrics")]
-    started: std::time::Instant,
+    handles: Option<std::sync::Arc<Handles>>,
 }
 
-impl Checkout {
+#[cfg(feature = "metrics")]
+struct Handles {
+    wait: metrics::Histogram,
+    in_use: metrics::Gauge,
+    idle: metrics::Gauge,
+    waiting: metrics::Gauge,
+    /// Connections checked out now.
+    checked_out: AtomicUsize,
+    /// Connections alive (the manager's count), checked out or idle.
+    live: std::sync::Arc<AtomicUsize>,
+}
+
+#[cfg(feature = "metrics")]
+impl Handles {
+    fn set_gauges(&self, checked_out: usize) {
+        self.in_use.set(checked_out as f64);
+        let live = self.live.load(Ordering::Acquire);
+        self.idle.set(live.saturating_sub(checked_out) as f64);
+    }
+}
+
+impl Meters {
+    /// Registers the handles with the recorder installed now (`live`: the manager's count of
+    /// connections alive).
+    pub(crate) fn register(_live: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Meters {
+        Meters {
+            #[cfg(feature = "metrics")]
+            handles: Some(std::sync::Arc::new(Handles {
+                wait: metrics::histogram!(names::CHECKOUT_WAIT),
+                in_use: metrics::gauge!(names::IN_USE),
+                idle: metrics::gauge!(names::IDLE),
+                waiting: metrics::gauge!(names::WAITING),
+                checked_out: AtomicUsize::new(0),
+                live: _live.clone(),
+            })),
+        }
+    }
+
+    /// One `Pool::get` starts: counted as waiting until it ends.
     #[inline(always)]
-    pub(crate) fn start() -> Checkout {
+    pub(crate) fn checkout(&self) -> Checkout {
         #[cfg(feature = "metrics")]
-        metrics::gauge!(names::WAITING).increment(1.0);
+        if let Some(h) = &self.handles {
+            h.waiting.increment(1.0);
+        }
         Checkout {
             #[cfg(feature = "metrics")]
             started: std::time::Instant::now(),
         }
     }
 
-    /// The checkout ended; `idle` is the pool's idle count after it when it succeeded (a
-    /// closure: reading it locks the pool, which only the metrics need).
+    /// A checked-out connection went back to the pool.
     #[inline(always)]
-    pub(crate) fn end(self, _idle: Option<impl FnOnce() -> usize>) {
+    pub(crate) fn returned(&self) {
         #[cfg(feature = "metrics")]
-        {
-            metrics::gauge!(names::WAITING).decrement(1.0);
-            if let Some(idle) = _idle.map(|f| f()) {
-                metrics::histogram!(names::CHECKOUT_WAIT).record(self.started.elapsed());
-                metrics::gauge!(names::IN_USE).increment(1.0);
-                metrics::gauge!(names::IDLE).set(idle as f64);
-            }
+        if let Some(h) = &self.handles {
+            let now = h
+                .checked_out
+                .fetch_sub(1, Ordering::AcqRel)
+                .saturating_sub(1);
+            h.set_gauges(now);
+        }
+    }
+
+    /// The number of connections changed outside a checkout (the `min_idle` task).
+    #[inline(always)]
+    pub(crate) fn resample(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(h) = &self.handles {
+            h.set_gauges(h.checked_out.load(Ordering::Acquire));
         }
     }
 }
 
-/// A checked-out connection goes back; `_idle` is the pool's idle count once it is back.
-#[inline(always)]
-pub(crate) fn returned(_idle: impl FnOnce() -> usize) {
+/// One `Pool::get` ([`Meters::checkout`]): records how long it took when it ends.
+pub(crate) struct Checkout {
     #[cfg(feature = "metrics")]
-    {
-        metrics::gauge!(names::IN_USE).decrement(1.0);
-        metrics::gauge!(names::IDLE).set(_idle() as f64);
-    }
+    started: std::time::Instant,
 }
 
-/// The idle count changed outside a checkout (the `min_idle` task).
-#[inline(always)]
-pub(crate) fn idle(_idle: usize) {
-    #[cfg(feature = "metrics")]
-    metrics::gauge!(names::IDLE).set(_idle as f64);
+impl Checkout {
+    /// The checkout ended, with a connection when `ok`.
+    #[inline(always)]
+    pub(crate) fn end(self, _meters: &Meters, _ok: bool) {
+        #[cfg(feature = "metrics")]
+        if let Some(h) = &_meters.handles {
+            h.waiting.decrement(1.0);
+            if _ok {
+                h.wait.record(self.started.elapsed());
+                let now = h.checked_out.fetch_add(1, Ordering::AcqRel) + 1;
+                h.set_gauges(now);
+            }
+        }
+    }
 }
 
 /// Leak detection (`Options::leak_detection`): logs once, with where it was taken, a checkout
