@@ -8,7 +8,9 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// The metric names (feature `metrics`), for dashboards and tests.
+/// The metric names (feature `metrics`), for dashboards and tests. Install the recorder before
+/// building the pool: the pool registers its per-checkout metrics once, with the recorder
+/// installed then.
 pub mod names {
     /// Histogram, seconds: how long `Pool::get` took, waiting, checking and opening included.
     pub const CHECKOUT_WAIT: &str = "neon_connect_checkout_wait_seconds";
