@@ -309,30 +309,12 @@ async fn run(k: Knobs) {
     // 3. Round trips under emulated delay, counted at the relay.
     if k.wants(3) {
         println!("[3/5] connect through a relay adding 5 ms each way (10 ms round trip)...");
-        let mut rtt: Vec<RttSample> = Vec::new();
-        round_trips(
-            &k,
-            &t15,
-            "PostgreSQL 15",
-            false,
-            &pgbench,
-            &select1,
-            &sqlx,
-            &mut rtt,
-        )
-        .await;
+        let mut rtt =
+            round_trips(&k, &t15, "PostgreSQL 15", false, &pgbench, &select1, &sqlx).await;
         if let Some(t18) = &t18 {
-            round_trips(
-                &k,
-                t18,
-                "PostgreSQL 18",
-                true,
-                &pgbench,
-                &select1,
-                &sqlx,
-                &mut rtt,
-            )
-            .await;
+            rtt.extend(
+                round_trips(&k, t18, "PostgreSQL 18", true, &pgbench, &select1, &sqlx).await,
+            );
         }
         table.rtt_rows(&rtt);
     }
@@ -358,6 +340,7 @@ async fn run(k: Knobs) {
 /// Section 3 for one server: each variant connects through the relay (timed), runs a
 /// simple-protocol `SELECT 1` and closes; the relay counts each connection's round trips.
 /// `direct`: the server speaks direct TLS (PostgreSQL 17+), so those rows are added.
+/// Returns the samples, in row order.
 async fn round_trips(
     k: &Knobs,
     t: &Target,
@@ -366,8 +349,8 @@ async fn round_trips(
     pgbench: &std::path::Path,
     select1: &std::path::Path,
     sqlx: &SqlxPeer,
-    out: &mut Vec<RttSample>,
-) {
+) -> Vec<RttSample> {
+    let mut out = Vec::new();
     let relay = Relay::start(t.port).await;
     let r = t.via(relay.port);
     let with = |extra: &str| Options::new(&format!("{}{extra}", r.url)).expect("options");
@@ -463,6 +446,7 @@ async fn round_trips(
             );
         }
     }
+    out
 }
 
 /// Runs a simple-protocol `SELECT 1` (one round trip) and closes.
