@@ -16,13 +16,14 @@
 //! `--loop pool-ours|pool-raw COUNT` runs one pooled loop alone for callgrind
 //! (`scripts/bench-instructions`); `--startup N` times process start to first query in fresh
 //! processes (`--startup-child` is one of them); `--memory-child` is one fresh process of
-//! section 4.
+//! section 4. sqlx runs in processes of its own (`benches/sqlx-peer`, built on first use),
+//! so that its features do not change how neon-connect is built here (see `sqlx_peer.rs`).
 //!
 //! | concept | module |
 //! |---|---|
 //! | the sections and the order they run in | `main.rs` |
 //! | the servers' settings, the hand-wired and raw deadpool-postgres clients | `target.rs` |
-//! | sqlx as a peer | `sqlx_peer.rs` |
+//! | sqlx as a peer: building and running `benches/sqlx-peer` | `sqlx_peer.rs` |
 //! | libpq (`pgbench`) as a peer | `libpq.rs` |
 //! | interleaving, rates, medians, CPU time, RSS | `measure.rs` |
 //! | the delaying relay and its round-trip count | `relay.rs` |
@@ -49,6 +50,7 @@ use neon_connect::tokio_postgres_rustls::MakeRustlsConnect;
 use neon_connect::Options;
 use neon_connect_testing::{PgServer, ServerOptions};
 use relay::Relay;
+use sqlx_peer::SqlxPeer;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -59,7 +61,7 @@ use target::{
 };
 
 #[global_allocator]
-static ALLOCATOR: memory::Counting = memory::Counting;
+static ALLOCATOR: measure::Counting = measure::Counting;
 
 struct Knobs {
     /// Only this section (1 to 5), from `NEON_CONNECT_BENCH_ONLY`; all when unset.
@@ -157,6 +159,11 @@ async fn run(k: Knobs) {
     let select1 = std::env::temp_dir().join("neon-connect-bench-select1.sql");
     std::fs::write(&select1, "SELECT 1;\n").expect("script");
     let mut table = Table::default();
+    let sqlx = if (1..=4).any(|s| k.wants(s)) {
+        SqlxPeer::build()
+    } else {
+        SqlxPeer::not_built()
+    };
 
     // 1. Sequential connect + SELECT 1 + close.
     if k.wants(1) {
@@ -164,7 +171,6 @@ async fn run(k: Knobs) {
         let ours = Options::new(&t15.url).expect("options");
         let shared = MakeRustlsConnect::new((*client_config(&t15.ca, default_provider())).clone());
         let config = t15.tokio_postgres();
-        let sqlx = sqlx_peer::options(&t15);
         let cpu = std::sync::Mutex::new(vec![Vec::new(); 4]);
         let rounds = interleave(k.rounds, 4, |variant| {
             let (ours, shared, config, sqlx, t15, pgbench, select1, cpu) = (
@@ -172,6 +178,7 @@ async fn run(k: Knobs) {
             );
             async move {
                 let before = (cpu_time(), children_cpu_time());
+                let mut sqlx_cpu_ms = f64::NAN;
                 let r = match variant {
                     0 => {
                         rate(k.round, || async {
@@ -188,7 +195,11 @@ async fn run(k: Knobs) {
                         })
                         .await
                     }
-                    2 => rate(k.round, || sqlx_peer::connect_query_close(sqlx)).await,
+                    2 => {
+                        let (r, cpu_ms) = sqlx.connect_rate(t15, k.round);
+                        sqlx_cpu_ms = cpu_ms;
+                        r
+                    }
                     _ => pgbench_rate(
                         pgbench,
                         &t15.libpq(""),
@@ -197,16 +208,19 @@ async fn run(k: Knobs) {
                         k.round,
                     ),
                 };
-                // pgbench runs whole seconds; its CPU is its process's (a waited-for child).
-                let (spent, secs) = if variant == 3 {
-                    (
+                // sqlx counts its own; pgbench runs whole seconds and its CPU is its
+                // process's (a waited-for child).
+                let per_connection =
+                    |spent: Duration, secs: f64| spent.as_secs_f64() * 1000.0 / (r * secs);
+                let ms = match variant {
+                    2 => sqlx_cpu_ms,
+                    3 => per_connection(
                         children_cpu_time() - before.1,
                         k.round.as_secs().max(1) as f64,
-                    )
-                } else {
-                    (cpu_time() - before.0, k.round.as_secs_f64())
+                    ),
+                    _ => per_connection(cpu_time() - before.0, k.round.as_secs_f64()),
                 };
-                cpu.lock().unwrap()[variant].push(spent.as_secs_f64() * 1000.0 / (r * secs));
+                cpu.lock().unwrap()[variant].push(ms);
                 r
             }
         })
@@ -226,7 +240,7 @@ async fn run(k: Knobs) {
         );
         let mut cpu = cpu.into_inner().unwrap();
         table.out.push_str(&format!(
-            "client CPU per connection (/proc/self/stat; pgbench: its process): neon-connect {:.2} ms, hand-wired {:.2} ms, sqlx {:.2} ms, libpq {:.2} ms\n\n",
+            "client CPU per connection (/proc/self/stat; sqlx, pgbench: their processes): neon-connect {:.2} ms, hand-wired {:.2} ms, sqlx {:.2} ms, libpq {:.2} ms\n\n",
             median(&mut cpu[0]),
             median(&mut cpu[1]),
             median(&mut cpu[2]),
@@ -245,8 +259,6 @@ async fn run(k: Knobs) {
             .expect("pool");
         let raw = raw_deadpool(&t15, 16);
         target::warm(&pool, &raw).await;
-        let sqlx = sqlx_peer::pool(&sqlx_peer::options(&t15), 16).await;
-        sqlx_peer::warm(&sqlx, 16).await;
         let rounds = interleave(k.rounds, 4, |variant| {
             let (pool, raw, sqlx, t15, pgbench, select1) =
                 (&pool, &raw, &sqlx, &t15, &pgbench, &select1);
@@ -268,7 +280,7 @@ async fn run(k: Knobs) {
                         })
                         .await
                     }
-                    2 => throughput(k.round, 32, || sqlx_peer::pooled_select1(sqlx)).await,
+                    2 => sqlx.pooled(t15, k.round, 32, 16),
                     _ => pgbench_rate(
                         pgbench,
                         &t15.libpq(""),
@@ -292,25 +304,17 @@ async fn run(k: Knobs) {
         );
         drop(pool);
         drop(raw);
-        sqlx.close().await;
     }
 
     // 3. Round trips under emulated delay, counted at the relay.
     if k.wants(3) {
         println!("[3/5] connect through a relay adding 5 ms each way (10 ms round trip)...");
-        let mut rtt: Vec<RttSample> = Vec::new();
-        round_trips(
-            &k,
-            &t15,
-            "PostgreSQL 15",
-            false,
-            &pgbench,
-            &select1,
-            &mut rtt,
-        )
-        .await;
+        let mut rtt =
+            round_trips(&k, &t15, "PostgreSQL 15", false, &pgbench, &select1, &sqlx).await;
         if let Some(t18) = &t18 {
-            round_trips(&k, t18, "PostgreSQL 18", true, &pgbench, &select1, &mut rtt).await;
+            rtt.extend(
+                round_trips(&k, t18, "PostgreSQL 18", true, &pgbench, &select1, &sqlx).await,
+            );
         }
         table.rtt_rows(&rtt);
     }
@@ -318,7 +322,7 @@ async fn run(k: Knobs) {
     // 4. Memory per idle pooled connection, in fresh processes.
     if k.wants(4) {
         println!("[4/5] memory per idle pooled connection (fresh processes)...");
-        memory::memory_rows(&mut table, &t15, &pgbench);
+        memory::memory_rows(&mut table, &t15, &pgbench, &sqlx);
     }
 
     // 5. Crypto providers.
@@ -336,6 +340,7 @@ async fn run(k: Knobs) {
 /// Section 3 for one server: each variant connects through the relay (timed), runs a
 /// simple-protocol `SELECT 1` and closes; the relay counts each connection's round trips.
 /// `direct`: the server speaks direct TLS (PostgreSQL 17+), so those rows are added.
+/// Returns the samples, in row order.
 async fn round_trips(
     k: &Knobs,
     t: &Target,
@@ -343,8 +348,9 @@ async fn round_trips(
     direct: bool,
     pgbench: &std::path::Path,
     select1: &std::path::Path,
-    out: &mut Vec<RttSample>,
-) {
+    sqlx: &SqlxPeer,
+) -> Vec<RttSample> {
+    let mut out = Vec::new();
     let relay = Relay::start(t.port).await;
     let r = t.via(relay.port);
     let with = |extra: &str| Options::new(&format!("{}{extra}", r.url)).expect("options");
@@ -366,7 +372,6 @@ async fn round_trips(
     let p256_first = client_config(&r.ca, neon_connect_provider());
     let x25519_first = client_config(&r.ca, default_provider());
     let cfg = r.tokio_postgres();
-    let sqlx = sqlx_peer::options(&r);
     for _ in 0..2 {
         for (name, opts) in &ours {
             let ms = connect_times(k.rtt_connects, || async {
@@ -401,11 +406,11 @@ async fn round_trips(
             .await;
             out.push(sample(&format!("{name}, {server}"), Some(ms), &relay).await);
         }
-        let ms = connect_times(k.rtt_connects, || sqlx_peer::timed_connect(&sqlx)).await;
+        let ms = sqlx.connect_ms(&r, k.rtt_connects);
         out.push(
             sample(
                 &format!("sqlx 0.8 (its defaults: X25519 first), {server}"),
-                Some(ms),
+                ms,
                 &relay,
             )
             .await,
@@ -441,6 +446,7 @@ async fn round_trips(
             );
         }
     }
+    out
 }
 
 /// Runs a simple-protocol `SELECT 1` (one round trip) and closes.

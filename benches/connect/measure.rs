@@ -1,7 +1,55 @@
-//! Measuring: interleaved rounds, rates, medians, CPU time and resident memory.
+//! Measuring: interleaved rounds, rates, medians, CPU time, resident memory and live heap.
+//! The sqlx peer (`benches/sqlx-peer`, a process of its own) compiles this same file, so its
+//! rows are measured as the rows next to them.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+/// The system allocator, counting live heap bytes once [`count_heap`] is called (only the
+/// fresh processes of the memory section do; elsewhere the cost is one relaxed load per
+/// allocation).
+pub(crate) struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+fn count(delta: isize) {
+    if COUNTING.load(Relaxed) {
+        LIVE.fetch_add(delta, Relaxed);
+    }
+}
+
+// SAFETY: every call is passed to `System` unchanged; only the counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+/// Starts counting live heap bytes (allocated from now on and not yet freed).
+pub(crate) fn count_heap() {
+    COUNTING.store(true, Relaxed);
+}
+
+/// Live heap counted since [`count_heap`], in KiB.
+pub(crate) fn live_heap_kib() -> f64 {
+    LIVE.load(Relaxed) as f64 / 1024.0
+}
 
 /// Runs `rounds` rounds of `variants` variants, in a rotating order (A B C, B C A, ...).
 pub(crate) async fn interleave<F, Fut>(rounds: usize, variants: usize, mut f: F) -> Vec<Vec<f64>>

@@ -1,17 +1,17 @@
 //! Memory per idle pooled connection, each figure from a fresh process: the benchmark runs
 //! itself (`--memory-child`) with a pool of N connections, all checked out once (so all are
-//! open) and returned idle, and reads its own VmRSS and live heap. libpq: the `pgbench`
-//! process holding N idle connections.
+//! open) and returned idle, and reads its own VmRSS and live heap; sqlx: the same from the
+//! sqlx peer's process (`idle-memory N`). libpq: the `pgbench` process holding N idle
+//! connections.
 
 use crate::libpq::conninfo_password;
-use crate::measure::rss_kib;
+use crate::measure::{count_heap, live_heap_kib, rss_kib};
+use crate::sqlx_peer::SqlxPeer;
 use crate::table::Table;
 use crate::target::{raw_deadpool, Target};
 use neon_connect::Options;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Pool sizes measured.
@@ -19,46 +19,13 @@ const SIZES: [usize; 4] = [1, 4, 16, 64];
 /// Fresh processes per client and size (the median is used).
 const REPEATS: usize = 3;
 
-/// The system allocator, counting live heap bytes once [`count_heap`] is called (only the
-/// memory child does; elsewhere the cost is one relaxed load per allocation).
-pub(crate) struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-fn count(delta: isize) {
-    if COUNTING.load(Relaxed) {
-        LIVE.fetch_add(delta, Relaxed);
-    }
-}
-
-// SAFETY: every call is passed to `System` unchanged; only the counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - layout.size() as isize);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 const CLIENTS: [(&str, &str); 3] = [
     ("ours", "neon-connect Pool"),
     ("raw", "raw deadpool-postgres + tokio-postgres-rustls"),
     ("sqlx", "sqlx 0.8 PgPool"),
 ];
 
-pub(crate) fn memory_rows(table: &mut Table, t: &Target, pgbench: &Path) {
+pub(crate) fn memory_rows(table: &mut Table, t: &Target, pgbench: &Path, sqlx: &SqlxPeer) {
     let exe = std::env::current_exe().expect("exe");
     // (rss KiB, heap KiB) per client and size, medians of REPEATS fresh processes.
     let mut rows: Vec<Vec<(f64, f64)>> = Vec::new();
@@ -68,24 +35,14 @@ pub(crate) fn memory_rows(table: &mut Table, t: &Target, pgbench: &Path) {
             let mut rss = Vec::new();
             let mut heap = Vec::new();
             for _ in 0..REPEATS {
-                let out = Command::new(&exe)
-                    .arg("--memory-child")
-                    .arg(kind)
-                    .arg(n.to_string())
-                    .args(t.to_args())
-                    .output()
-                    .expect("memory child");
-                let text = String::from_utf8_lossy(&out.stdout);
-                let mut f = text.split_whitespace().map(|v| v.parse::<f64>());
-                match (f.next(), f.next()) {
-                    (Some(Ok(r)), Some(Ok(h))) => {
-                        rss.push(r);
-                        heap.push(h);
-                    }
-                    _ => eprintln!(
-                        "memory child {kind} {n} failed: {text}{}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ),
+                let figures = if kind == "sqlx" {
+                    sqlx.idle_memory(t, n)
+                } else {
+                    memory_child_run(&exe, kind, n, t)
+                };
+                if let Some((r, h)) = figures {
+                    rss.push(r);
+                    heap.push(h);
                 }
             }
             per_size.push((
@@ -120,6 +77,29 @@ pub(crate) fn memory_rows(table: &mut Table, t: &Target, pgbench: &Path) {
         kib_cells(&libpq),
         slope(&libpq)
     ));
+}
+
+/// One fresh `--memory-child` process: its VmRSS and live heap in KiB.
+fn memory_child_run(exe: &Path, kind: &str, n: usize, t: &Target) -> Option<(f64, f64)> {
+    let out = Command::new(exe)
+        .arg("--memory-child")
+        .arg(kind)
+        .arg(n.to_string())
+        .args(t.to_args())
+        .output()
+        .expect("memory child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut f = text.split_whitespace().map(|v| v.parse::<f64>());
+    match (f.next(), f.next()) {
+        (Some(Ok(r)), Some(Ok(h))) => Some((r, h)),
+        _ => {
+            eprintln!(
+                "memory child {kind} {n} failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            None
+        }
+    }
 }
 
 fn kib_cells(v: &[f64]) -> String {
@@ -160,13 +140,13 @@ fn pgbench_rss(t: &Target, pgbench: &Path, clients: usize) -> Option<f64> {
     rss
 }
 
-/// `--memory-child ours|raw|sqlx N <target>`: prints "VmRSS-KiB live-heap-KiB" with a pool of
+/// `--memory-child ours|raw N <target>`: prints "VmRSS-KiB live-heap-KiB" with a pool of
 /// `N` idle connections open.
 pub(crate) fn memory_child(args: &[String]) {
-    COUNTING.store(true, Relaxed);
+    count_heap();
     let (kind, n) = match args {
         [kind, n, ..] => (kind.as_str(), n.parse::<usize>().expect("N")),
-        _ => panic!("usage: --memory-child ours|raw|sqlx N <target>"),
+        _ => panic!("usage: --memory-child ours|raw N <target>"),
     };
     let t = Target::from_args(&args[2..]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -178,7 +158,7 @@ pub(crate) fn memory_child(args: &[String]) {
         let settle = || tokio::time::sleep(Duration::from_millis(200));
         let measure = || {
             let rss = rss_kib("self").unwrap_or(f64::NAN);
-            let heap = LIVE.load(Relaxed) as f64 / 1024.0;
+            let heap = live_heap_kib();
             println!("{rss} {heap}");
         };
         match kind {
@@ -213,14 +193,7 @@ pub(crate) fn memory_child(args: &[String]) {
                 settle().await;
                 measure();
             }
-            "sqlx" => {
-                let opts = crate::sqlx_peer::options(&t);
-                let pool = crate::sqlx_peer::pool(&opts, n as u32).await;
-                crate::sqlx_peer::warm(&pool, n).await;
-                settle().await;
-                measure();
-            }
-            other => panic!("unknown client {other}: ours, raw or sqlx"),
+            other => panic!("unknown client {other}: ours or raw"),
         }
     });
 }
