@@ -683,6 +683,70 @@ pub struct Pool {
     full: Arc<ServerFull>,
     /// What `Options` asked for around the pool (warm connections, leak detection, ...).
     service: Arc<Service>,
+    /// Keeps the deadlines of the `get`s that wait for a connection.
+    ticker: Arc<Ticker>,
+}
+
+/// The deadlines of the `Pool::get`s waiting for a connection, kept by one ticking task per
+/// pool instead of a timer per call (registering a timer cost more than the rest of a waiting
+/// checkout): while anyone waits, the task wakes the waiters every tick, and each checks its
+/// own deadline. A deadline is kept to within one tick: 1/16 of `wait_timeout`, between 1 and
+/// 100 ms. The task runs only while some `get` waits.
+struct Ticker {
+    tick: Duration,
+    /// `get`s waiting now.
+    waiters: AtomicUsize,
+    /// Whether the ticking task runs.
+    running: std::sync::atomic::AtomicBool,
+    /// Notified at every tick.
+    ticks: tokio::sync::Notify,
+}
+
+impl Ticker {
+    fn new(wait_timeout: Duration) -> Ticker {
+        Ticker {
+            tick: (wait_timeout / 16).clamp(Duration::from_millis(1), Duration::from_millis(100)),
+            waiters: AtomicUsize::new(0),
+            running: std::sync::atomic::AtomicBool::new(false),
+            ticks: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Counts a waiting `get` until the guard is dropped, and makes sure the task ticks.
+    fn wait(self: &Arc<Ticker>) -> Waiting<'_> {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        if !self.running.swap(true, Ordering::AcqRel) {
+            let ticker = self.clone();
+            tokio::spawn(async move { ticker.run().await });
+        }
+        Waiting(self)
+    }
+
+    /// Ticks while anyone waits, then ends (a later waiter starts it again).
+    async fn run(&self) {
+        loop {
+            tokio::time::sleep(self.tick).await;
+            self.ticks.notify_waiters();
+            if self.waiters.load(Ordering::Acquire) == 0 {
+                self.running.store(false, Ordering::Release);
+                // A waiter that came meanwhile saw `running` still set and started nothing.
+                if self.waiters.load(Ordering::Acquire) == 0
+                    || self.running.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A waiting `get`, counted by its [`Ticker`].
+struct Waiting<'a>(&'a Ticker);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The pool's settings beyond deadpool's, set by `Options`.
@@ -775,6 +839,7 @@ impl Pool {
             wait_timeout,
             full: Arc::default(),
             service: Arc::default(),
+            ticker: Arc::new(Ticker::new(wait_timeout)),
         }
     }
 
@@ -934,21 +999,37 @@ impl Pool {
             recycle: None,
         };
         let mut spent = GetTrace::default();
-        let left = self.wait_timeout.saturating_sub(started.elapsed());
+        // `None`: a deadline too far to compute, never reached.
+        let deadline = started.checked_add(self.wait_timeout);
+        let passed = || deadline.is_some_and(|d| Instant::now() >= d);
         // In a block: the checkout is dropped (no longer counted as waiting) before a deadline
         // error reads the pool's status.
         let result = {
+            let _waiting = self.ticker.wait();
             let mut checkout = std::pin::pin!(self.checkout(&none));
-            let traced = std::future::poll_fn(|cx| traced_poll(&mut spent, checkout.as_mut(), cx));
-            tokio::time::timeout(left, traced).await
+            let mut tick = std::pin::pin!(self.ticker.ticks.notified());
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = traced_poll(&mut spent, checkout.as_mut(), cx) {
+                    return Poll::Ready(Some(r));
+                }
+                // Woken by a tick: the deadline, then wait for the next tick.
+                while tick.as_mut().poll(cx).is_ready() {
+                    tick.set(self.ticker.ticks.notified());
+                    if passed() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Pending
+            })
+            .await
         };
         match result {
-            Ok(Ok(object)) => Ok(Client {
+            Some(Ok(object)) => Ok(Client {
                 object,
                 watch: None,
             }),
-            Ok(Err(e)) => Err(self.pool_error(e)),
-            Err(_) => Err(self.deadline_error(started.elapsed(), &spent)),
+            Some(Err(e)) => Err(self.pool_error(e)),
+            None => Err(self.deadline_error(started.elapsed(), &spent)),
         }
     }
 
