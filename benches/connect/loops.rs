@@ -77,14 +77,20 @@ pub(crate) fn per_task_total(count: usize, tasks: usize) -> usize {
 
 /// What a service that watches its pool installs: a metrics recorder (with the `metrics`
 /// feature) and a tracing subscriber at DEBUG, so the checkout and connect spans are recorded
-/// (formatted into the subscriber's span store; written nowhere).
+/// (formatted into the subscriber's span store; written nowhere), or at INFO.
 pub(crate) fn observe() {
     #[cfg(feature = "metrics")]
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .expect("the Prometheus recorder");
+    // DEBUG records every checkout span; `NEON_CONNECT_BENCH_OBSERVE=info` installs the
+    // subscriber at INFO, the usual production level, where the spans are off.
+    let level = match std::env::var("NEON_CONNECT_BENCH_OBSERVE").as_deref() {
+        Ok("info") => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
+        .with_max_level(level)
         .with_writer(std::io::sink)
         .init();
 }

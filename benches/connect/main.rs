@@ -10,6 +10,7 @@
 //! NEON_CONNECT_BENCH_ROUNDS=15 cargo bench --bench connect  # more rounds (5 by default)
 //! NEON_CONNECT_BENCH_OBSERVE=1 cargo bench --bench connect --features metrics
 //!     # neon-connect with a Prometheus recorder and a DEBUG span subscriber installed
+//!     # (NEON_CONNECT_BENCH_OBSERVE=info: the subscriber at INFO, where the spans are off)
 //! ```
 //!
 //! It starts a PostgreSQL 15 server (the system's) and a PostgreSQL 18 server (from PyPI's
@@ -91,7 +92,7 @@ fn main() {
     if std::env::var_os("NEON_CONNECT_BENCH_OBSERVE").is_some() {
         // Every neon-connect row then runs as a service that watches its pool runs it.
         loops::observe();
-        println!("observed: a metrics recorder (with --features metrics) and a DEBUG span subscriber are installed\n");
+        println!("observed: a metrics recorder (with --features metrics) and a span subscriber (DEBUG, or INFO with NEON_CONNECT_BENCH_OBSERVE=info) are installed\n");
     }
     let quick = std::env::var_os("NEON_CONNECT_BENCH_QUICK").is_some();
     let only = std::env::var("NEON_CONNECT_BENCH_ONLY")
