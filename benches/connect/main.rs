@@ -6,7 +6,7 @@
 //! cargo bench --bench connect                        # ring (the default provider)
 //! cargo bench --bench connect --features aws-lc-rs   # adds the ring vs aws-lc-rs row
 //! NEON_CONNECT_BENCH_QUICK=1 cargo bench --bench connect   # shorter rounds
-//! NEON_CONNECT_BENCH_ONLY=3 cargo bench --bench connect    # one section (1 to 5)
+//! NEON_CONNECT_BENCH_ONLY=3 cargo bench --bench connect    # one section (1 to 6)
 //! NEON_CONNECT_BENCH_ROUNDS=15 cargo bench --bench connect  # more rounds (5 by default)
 //! NEON_CONNECT_BENCH_OBSERVE=1 cargo bench --bench connect --features metrics
 //!     # neon-connect with a Prometheus recorder and a DEBUG span subscriber installed
@@ -68,7 +68,7 @@ use target::{
 static ALLOCATOR: measure::Counting = measure::Counting;
 
 struct Knobs {
-    /// Only this section (1 to 5), from `NEON_CONNECT_BENCH_ONLY`; all when unset.
+    /// Only this section (1 to 6), from `NEON_CONNECT_BENCH_ONLY`; all when unset.
     only: Option<usize>,
     rounds: usize,
     round: Duration,
@@ -126,7 +126,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let (only, quick) = (knobs.only, quick);
     runtime.block_on(run(knobs));
+    drop(runtime);
+    // Fresh processes of this executable, each timing its own start to its first query (a
+    // runtime of its own, so after the others).
+    if only.is_none_or(|o| o == 6) {
+        println!("\n[6/6] process start to first query (fresh processes)...");
+        startup::startup(&[if quick { "8" } else { "25" }.to_string()]);
+    }
 }
 
 impl Knobs {
@@ -184,7 +192,7 @@ async fn run(k: Knobs) {
 
     // 1. Sequential connect + SELECT 1 + close.
     if k.wants(1) {
-        println!("\n[1/5] sequential connect + SELECT 1 + close (PostgreSQL 15, verify-full)...");
+        println!("\n[1/6] sequential connect + SELECT 1 + close (PostgreSQL 15, verify-full)...");
         let ours = Options::new(&t15.url).expect("options");
         let shared = MakeRustlsConnect::new((*client_config(&t15.ca, default_provider())).clone());
         let config = t15.tokio_postgres();
@@ -267,7 +275,7 @@ async fn run(k: Knobs) {
 
     // 2. Pooled throughput.
     if k.wants(2) {
-        println!("[2/5] pooled SELECT 1, 16 connections, 32 tasks...");
+        println!("[2/6] pooled SELECT 1, 16 connections, 32 tasks...");
         let pool = Options::new(&t15.url)
             .expect("options")
             .pool_size(16)
@@ -325,7 +333,7 @@ async fn run(k: Knobs) {
 
     // 3. Round trips under emulated delay, counted at the relay.
     if k.wants(3) {
-        println!("[3/5] connect through a relay adding 5 ms each way (10 ms round trip)...");
+        println!("[3/6] connect through a relay adding 5 ms each way (10 ms round trip)...");
         let mut rtt =
             round_trips(&k, &t15, "PostgreSQL 15", false, &pgbench, &select1, &sqlx).await;
         if let Some(t18) = &t18 {
@@ -338,13 +346,13 @@ async fn run(k: Knobs) {
 
     // 4. Memory per idle pooled connection, in fresh processes.
     if k.wants(4) {
-        println!("[4/5] memory per idle pooled connection (fresh processes)...");
+        println!("[4/6] memory per idle pooled connection (fresh processes)...");
         memory::memory_rows(&mut table, &t15, &pgbench, &sqlx);
     }
 
     // 5. Crypto providers.
     if k.wants(5) {
-        println!("[5/5] crypto provider handshake cost...");
+        println!("[5/6] crypto provider handshake cost...");
         providers::provider_rows(&mut table, k.rounds, k.round, &t15).await;
     }
 
