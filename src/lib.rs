@@ -64,7 +64,7 @@
 //! | Neon: its hosts, endpoint IDs, `-pooler`, direct TLS by default, its proxy's texts | `neon.rs` |
 //! | a diagnosis (id, kind, retried, help) and the classifier | `diagnostics/catalogue.rs`, `diagnostics/mod.rs` |
 //! | the error type | `error.rs` |
-//! | the pool (manager, recycle checks, checkout, `min_idle`, `ping`) | `pool.rs` |
+//! | the pool: `get` with one deadline and `ping` (`mod.rs`), the client it hands out and its cancel of abandoned work (`client.rs`), opening, checking and retiring connections (`manager.rs`), waiting `get`s' deadline and trace (`deadline.rs`), the server-full size (`full.rs`), `min_idle` (`warm.rs`) | `pool/` |
 //! | metrics (feature `metrics`), leak detection, lifetime jitter | `service.rs` |
 //! | the doctor's steps (feature `cli`); the program | `doctor/`; `src/bin/neon-doctor/` |
 #![warn(missing_docs, missing_debug_implementations)]

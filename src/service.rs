@@ -1,6 +1,6 @@
 //! What a service watches on the pool: metrics through the `metrics` facade (feature
 //! `metrics`; every function here is an empty inline function without it) and leak detection.
-//! Called from `pool.rs` at the few points where connections change state.
+//! Called from `pool/` at the few points where connections change state.
 
 use crate::error::Error;
 use std::panic::Location;
