@@ -1162,16 +1162,11 @@ fn settings_error(kind: ErrorKind) -> bool {
 /// Failures that mean the settings are wrong: the same for every host and every attempt, so
 /// trying again cannot help.
 fn retry_cannot_help(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::ConnectionString
-            | ErrorKind::TlsPolicy
-            | ErrorKind::RootCertificates
-            | ErrorKind::ClientCertificate
-            | ErrorKind::Certificate
-            | ErrorKind::TlsRefused
-            | ErrorKind::Authentication
-    )
+    settings_error(kind)
+        || matches!(
+            kind,
+            ErrorKind::Certificate | ErrorKind::TlsRefused | ErrorKind::Authentication
+        )
 }
 
 /// The wait before attempt `attempt + 1`: full jitter, uniform in

@@ -146,9 +146,9 @@ impl Options {
     }
 
     /// The deadline of a whole [`Pool::get`]: waiting for a free connection, checking idle
-    /// ones and opening a new one (default [`DEFAULT_WAIT_TIMEOUT`]). While every connection
-    /// is busy the deadline is kept by one ticking task per pool, so its error may come up to
-    /// one tick late: `wait_timeout`/16, between 1 and 100 ms.
+    /// ones and opening a new one (default [`DEFAULT_WAIT_TIMEOUT`]). While a `get` waits, the
+    /// deadline is kept by one ticking task per pool, so its error may come up to one tick
+    /// late: `wait_timeout`/16, between 1 and 100 ms.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.wait_timeout = timeout;
         self

@@ -59,18 +59,21 @@ pub(super) fn traced_poll<F: Future>(
 /// own deadline. A deadline is kept to within one tick: 1/16 of `wait_timeout`, between 1 and
 /// 100 ms. The task runs only while some `get` waits.
 pub(super) struct Ticker {
-    pub(super) tick: Duration,
+    /// The deadline of a whole `get` (`Options::wait_timeout`).
+    wait_timeout: Duration,
+    tick: Duration,
     /// `get`s waiting now.
-    pub(super) waiters: AtomicUsize,
+    waiters: AtomicUsize,
     /// Whether the ticking task runs.
-    pub(super) running: std::sync::atomic::AtomicBool,
+    running: std::sync::atomic::AtomicBool,
     /// Notified at every tick.
-    pub(super) ticks: tokio::sync::Notify,
+    ticks: tokio::sync::Notify,
 }
 
 impl Ticker {
     pub(super) fn new(wait_timeout: Duration) -> Ticker {
         Ticker {
+            wait_timeout,
             tick: (wait_timeout / 16).clamp(Duration::from_millis(1), Duration::from_millis(100)),
             waiters: AtomicUsize::new(0),
             running: std::sync::atomic::AtomicBool::new(false),
@@ -78,8 +81,36 @@ impl Ticker {
         }
     }
 
+    /// Polls `fut`, with `spent` as its trace, until it is ready, or `None` once `started` +
+    /// `wait_timeout` has passed (noticed at the next tick).
+    pub(super) async fn until_deadline<F: Future>(
+        self: &Arc<Ticker>,
+        mut fut: Pin<&mut F>,
+        started: Instant,
+        spent: &mut GetTrace,
+    ) -> Option<F::Output> {
+        // `None`: a deadline too far to compute, never reached.
+        let deadline = started.checked_add(self.wait_timeout);
+        let _waiting = self.enter();
+        let mut tick = std::pin::pin!(self.ticks.notified());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = traced_poll(spent, fut.as_mut(), cx) {
+                return Poll::Ready(Some(r));
+            }
+            // Woken by a tick: the deadline, then wait for the next tick.
+            while tick.as_mut().poll(cx).is_ready() {
+                tick.set(self.ticks.notified());
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Poll::Ready(None);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Counts a waiting `get` until the guard is dropped, and makes sure the task ticks.
-    pub(super) fn wait(self: &Arc<Ticker>) -> Waiting<'_> {
+    fn enter(self: &Arc<Ticker>) -> Waiting<'_> {
         self.waiters.fetch_add(1, Ordering::AcqRel);
         if !self.running.swap(true, Ordering::AcqRel) {
             let ticker = self.clone();
@@ -89,7 +120,7 @@ impl Ticker {
     }
 
     /// Ticks while anyone waits, then ends (a later waiter starts it again).
-    pub(super) async fn run(&self) {
+    async fn run(&self) {
         loop {
             tokio::time::sleep(self.tick).await;
             self.ticks.notify_waiters();
@@ -107,7 +138,7 @@ impl Ticker {
 }
 
 /// A waiting `get`, counted by its [`Ticker`].
-pub(super) struct Waiting<'a>(&'a Ticker);
+struct Waiting<'a>(&'a Ticker);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {

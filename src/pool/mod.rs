@@ -132,13 +132,11 @@ const NO_WAIT: Timeouts = Timeouts {
 pub struct Pool {
     inner: managed::Pool<Manager>,
     first: Arc<std::sync::OnceLock<ConnectionInfo>>,
-    /// The deadline of a whole `get` (`Options::wait_timeout`).
-    wait_timeout: Duration,
     /// The effective size while the server refuses more connections.
     full: Arc<ServerFull>,
     /// What `Options` asked for around the pool (warm connections, leak detection, ...).
     service: Arc<Service>,
-    /// Keeps the deadlines of the `get`s that wait for a connection.
+    /// The deadline of a whole `get` (`Options::wait_timeout`), kept while the `get` waits.
     ticker: Arc<Ticker>,
 }
 
@@ -172,7 +170,6 @@ impl Pool {
         Pool {
             inner,
             first: Arc::new(std::sync::OnceLock::new()),
-            wait_timeout,
             full: Arc::default(),
             service: Arc::default(),
             ticker: Arc::new(Ticker::new(wait_timeout)),
@@ -264,7 +261,6 @@ impl Pool {
 
     /// [`Pool::get`] without the caller's location.
     async fn get_untracked(&self) -> Result<Client, Error> {
-        let deadline = self.wait_timeout;
         // When the deadline started: read from the clock only when the fast path must wait.
         let mut started = None;
         // The fast path: an idle connection is there and the server is not full. deadpool's
@@ -287,15 +283,10 @@ impl Pool {
                     Poll::Ready(result) => Ok(result),
                     Poll::Pending => {
                         let began = *started.insert(Instant::now());
-                        let left = deadline.saturating_sub(began.elapsed());
-                        // Boxed, as the waiting path below.
-                        let rest = Box::pin(async {
-                            let traced = std::future::poll_fn(|cx| {
-                                traced_poll(&mut spent, fast.as_mut(), cx)
-                            });
-                            tokio::time::timeout(left, traced).await
-                        });
-                        rest.await.map_err(|_| began)
+                        // Boxed, as the checkout of the waiting path below.
+                        Box::pin(self.ticker.until_deadline(fast.as_mut(), began, &mut spent))
+                            .await
+                            .ok_or(began)
                     }
                 }
             };
@@ -335,29 +326,13 @@ impl Pool {
             recycle: None,
         };
         let mut spent = GetTrace::default();
-        // `None`: a deadline too far to compute, never reached.
-        let deadline = started.checked_add(self.wait_timeout);
-        let passed = || deadline.is_some_and(|d| Instant::now() >= d);
         // In a block: the checkout is dropped (no longer counted as waiting) before a deadline
         // error reads the pool's status.
         let result = {
-            let _waiting = self.ticker.wait();
             let mut checkout = std::pin::pin!(self.checkout(&none));
-            let mut tick = std::pin::pin!(self.ticker.ticks.notified());
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = traced_poll(&mut spent, checkout.as_mut(), cx) {
-                    return Poll::Ready(Some(r));
-                }
-                // Woken by a tick: the deadline, then wait for the next tick.
-                while tick.as_mut().poll(cx).is_ready() {
-                    tick.set(self.ticker.ticks.notified());
-                    if passed() {
-                        return Poll::Ready(None);
-                    }
-                }
-                Poll::Pending
-            })
-            .await
+            self.ticker
+                .until_deadline(checkout.as_mut(), started, &mut spent)
+                .await
         };
         match result {
             Some(Ok(object)) => Ok(Client {
@@ -433,10 +408,10 @@ impl Pool {
         let waited = took
             .saturating_sub(spent.checking)
             .saturating_sub(spent.opening.map_or(Duration::ZERO, |s| s.elapsed()));
-        let (d, what) = if spent.opening.is_some() || spent.checks > 0 {
-            (Diagnosis::PoolTimeout, "in `pool.get()`")
+        let what = if spent.opening.is_some() || spent.checks > 0 {
+            "in `pool.get()`"
         } else {
-            (Diagnosis::PoolTimeout, "waiting for a free connection")
+            "waiting for a free connection"
         };
         let mut message = format!("timed out after {:.1}s {what}", took.as_secs_f64());
         if parts.is_empty() {
@@ -451,7 +426,7 @@ impl Pool {
                 parts.join(", ")
             ));
         }
-        diagnose(d, message).with_step(Step::Pool)
+        diagnose(Diagnosis::PoolTimeout, message).with_step(Step::Pool)
     }
 
     fn pool_error(&self, e: managed::PoolError<Error>) -> Error {
