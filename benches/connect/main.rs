@@ -121,11 +121,7 @@ fn main() {
         Some(rounds) => Knobs { rounds, ..knobs },
         None => knobs,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = measure::runtime(2);
     let (only, quick) = (knobs.only, quick);
     runtime.block_on(run(knobs));
     drop(runtime);

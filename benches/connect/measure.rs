@@ -146,6 +146,15 @@ where
     median(&mut times)
 }
 
+/// A multi-threaded tokio runtime with `workers` threads, as every timed part uses.
+pub(crate) fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {

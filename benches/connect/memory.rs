@@ -149,11 +149,7 @@ pub(crate) fn memory_child(args: &[String]) {
         _ => panic!("usage: --memory-child ours|raw N <target>"),
     };
     let t = Target::from_args(&args[2..]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = crate::measure::runtime(2);
     runtime.block_on(async {
         let settle = || tokio::time::sleep(Duration::from_millis(200));
         let measure = || {
@@ -161,38 +157,30 @@ pub(crate) fn memory_child(args: &[String]) {
             let heap = live_heap_kib();
             println!("{rss} {heap}");
         };
+        // Every connection opened (all checked out at once, each runs a query), then idle.
+        macro_rules! fill {
+            ($pool:expr) => {{
+                let pool = $pool;
+                let mut held = Vec::new();
+                for _ in 0..n {
+                    held.push(pool.get().await.expect("get"));
+                }
+                for c in &held {
+                    c.query_one("SELECT 1", &[]).await.expect("query");
+                }
+                drop(held);
+                settle().await;
+                measure();
+            }};
+        }
         match kind {
-            "ours" => {
-                let pool = Options::new(&t.url)
-                    .expect("options")
-                    .pool_size(n)
-                    .connect()
-                    .await
-                    .expect("pool");
-                let mut held = Vec::new();
-                for _ in 0..n {
-                    held.push(pool.get().await.expect("get"));
-                }
-                for c in &held {
-                    c.query_one("SELECT 1", &[]).await.expect("query");
-                }
-                drop(held);
-                settle().await;
-                measure();
-            }
-            "raw" => {
-                let pool = raw_deadpool(&t, n);
-                let mut held = Vec::new();
-                for _ in 0..n {
-                    held.push(pool.get().await.expect("get"));
-                }
-                for c in &held {
-                    c.query_one("SELECT 1", &[]).await.expect("query");
-                }
-                drop(held);
-                settle().await;
-                measure();
-            }
+            "ours" => fill!(Options::new(&t.url)
+                .expect("options")
+                .pool_size(n)
+                .connect()
+                .await
+                .expect("pool")),
+            "raw" => fill!(raw_deadpool(&t, n)),
             other => panic!("unknown client {other}: ours or raw"),
         }
     });

@@ -25,11 +25,7 @@ pub(crate) fn startup(args: &[String]) {
     let server = PgServer::start(ServerOptions::default()).expect("PostgreSQL server");
     let direct = Target::of(&server);
     let relayed = std::env::var_os("NEON_CONNECT_BENCH_STARTUP_RELAY").is_some();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = crate::measure::runtime(1);
     let relay = relayed.then(|| runtime.block_on(Relay::start(direct.port)));
     let t = match &relay {
         Some(relay) => direct.via(relay.port),
@@ -97,11 +93,7 @@ pub(crate) fn startup_child(args: &[String]) {
     let [what, url, ca] = args else {
         panic!("--startup-child ours|ours-system|hand URL CA")
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = crate::measure::runtime(2);
     runtime.block_on(async {
         match what.as_str() {
             "hand" => {

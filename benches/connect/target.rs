@@ -152,23 +152,24 @@ pub(crate) fn fresh(config: &ClientConfig) -> ClientConfig {
 }
 
 pub(crate) fn raw_deadpool(t: &Target, size: usize) -> deadpool_postgres::Pool {
-    let tls = MakeRustlsConnect::new((*client_config(&t.ca, default_provider())).clone());
-    let manager = deadpool_postgres::Manager::from_config(
-        t.tokio_postgres(),
-        tls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(size)
-        .build()
-        .expect("raw pool")
+    raw_builder(t, size).build().expect("raw pool")
 }
 
 /// [`raw_deadpool`] with the deadlines a service sets (neon-connect's defaults: wait 15 s,
 /// create 15 s, recycle 2 s), so that a `get` cannot hang.
 pub(crate) fn raw_deadpool_with_deadlines(t: &Target, size: usize) -> deadpool_postgres::Pool {
+    raw_builder(t, size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(neon_connect::DEFAULT_WAIT_TIMEOUT))
+        .create_timeout(Some(neon_connect::DEFAULT_WAIT_TIMEOUT))
+        .recycle_timeout(Some(neon_connect::DEFAULT_RECYCLE_TIMEOUT))
+        .build()
+        .expect("raw pool")
+}
+
+/// Raw deadpool-postgres with tokio-postgres-rustls (`RecyclingMethod::Fast`), `size`
+/// connections.
+fn raw_builder(t: &Target, size: usize) -> deadpool_postgres::PoolBuilder {
     let tls = MakeRustlsConnect::new((*client_config(&t.ca, default_provider())).clone());
     let manager = deadpool_postgres::Manager::from_config(
         t.tokio_postgres(),
@@ -177,14 +178,7 @@ pub(crate) fn raw_deadpool_with_deadlines(t: &Target, size: usize) -> deadpool_p
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },
     );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(size)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .wait_timeout(Some(std::time::Duration::from_secs(15)))
-        .create_timeout(Some(std::time::Duration::from_secs(15)))
-        .recycle_timeout(Some(std::time::Duration::from_secs(2)))
-        .build()
-        .expect("raw pool")
+    deadpool_postgres::Pool::builder(manager).max_size(size)
 }
 
 /// Opens every connection of both pools before measuring.

@@ -48,11 +48,7 @@ fn main() {
     if command == "idle-memory" {
         measure::count_heap();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = measure::runtime(2);
     runtime.block_on(async {
         match command.as_str() {
             "connect-rate" => {
